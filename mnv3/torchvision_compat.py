@@ -1,0 +1,99 @@
+"""Move weights between mnv3 and torchvision's MobileNetV3, in both directions.
+
+The two models have the same module tree and state-dict keys (see ``mnv3.layers``), so a transfer
+is a strict ``load_state_dict``; the work here is reading the architecture off the other model.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from .model import MobileNetV3
+from .spec import BlockSpec, HeadSpec, ModelSpec, StemSpec
+
+__all__ = ["from_torchvision", "to_torchvision"]
+
+
+def _nl(seq: nn.Module) -> str | None:
+    """'RE' or 'HS' for a conv-BN-activation sequence, None when it has no activation."""
+    acts = [m for m in seq.children() if not isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
+    if not acts:
+        return None
+    name = type(acts[0]).__name__.lower()
+    if name == "relu":
+        return "RE"
+    if name == "hardswish":
+        return "HS"
+    raise ValueError(f"unsupported activation {type(acts[0]).__name__}; MobileNetV3 uses ReLU and h-swish.")
+
+
+def _read_spec(model: nn.Module) -> ModelSpec:
+    """Read the exact per-row architecture (channels already width-scaled) off either model."""
+    features = list(model.features)
+    stem_conv = features[0][0]
+    stem = StemSpec(kernel=stem_conv.kernel_size[0], out=stem_conv.out_channels, nl=_nl(features[0]), stride=stem_conv.stride[0])
+    blocks = []
+    for block in features[1:-1]:
+        parts = list(block.block)
+        depthwise = next(p for p in parts if isinstance(p, nn.Sequential) and p[0].groups > 1)
+        if depthwise[0].dilation[0] != 1:
+            raise ValueError("dilated MobileNetV3 (torchvision's dilated=True) is not supported.")
+        blocks.append(
+            BlockSpec(
+                kernel=depthwise[0].kernel_size[0],
+                exp_size=depthwise[0].out_channels,
+                out=parts[-1][0].out_channels,
+                se=any(hasattr(p, "fc1") for p in parts),
+                nl=_nl(depthwise),
+                stride=depthwise[0].stride[0],
+            )
+        )
+    head = HeadSpec(out=features[-1][0].out_channels, nl=_nl(features[-1]), hidden=model.classifier[0].out_features)
+    return ModelSpec(name="from_torchvision", stem=stem, blocks=tuple(blocks), head=head)
+
+
+def from_torchvision(tv_model: nn.Module) -> MobileNetV3:
+    """An mnv3 model carrying the weights (and buffers) of a torchvision MobileNetV3."""
+    spec = _read_spec(tv_model)
+    model = MobileNetV3(
+        spec,
+        num_classes=tv_model.classifier[-1].out_features,
+        in_channels=tv_model.features[0][0].in_channels,
+        dropout=tv_model.classifier[2].p,
+    )
+    model.load_state_dict(tv_model.state_dict(), strict=True)
+    model.train(tv_model.training)
+    return model
+
+
+def to_torchvision(model: MobileNetV3) -> nn.Module:
+    """torchvision's MobileNetV3 carrying this model's weights.
+
+    torchvision hard-codes a 3x3, stride-2, 3-channel stem and a head 6x the last block; a stem
+    with other input channels or stride 1 (MNIST, ``drop_first_strides``) is swapped in after building.
+    """
+    from torchvision.models.mobilenetv3 import InvertedResidualConfig
+    from torchvision.models.mobilenetv3 import MobileNetV3 as TorchvisionMobileNetV3
+
+    spec = _read_spec(model)
+    if spec.stem.kernel != 3 or spec.stem.nl != "HS" or spec.head.nl != "HS":
+        raise ValueError("torchvision's MobileNetV3 needs a 3x3 h-swish stem and an h-swish head.")
+    if spec.head.out != 6 * spec.blocks[-1].out:
+        raise ValueError(f"torchvision's head conv is 6x the last block ({6 * spec.blocks[-1].out}), this model has {spec.head.out}.")
+    configs, channels = [], spec.stem.out
+    for b in spec.blocks:
+        configs.append(InvertedResidualConfig(channels, b.kernel, b.exp_size, b.out, b.se, b.nl, b.stride, 1, 1.0))
+        channels = b.out
+    tv = TorchvisionMobileNetV3(
+        configs,
+        spec.head.hidden,
+        num_classes=model.classifier[-1].out_features,
+        dropout=model.classifier[2].p,
+    )
+    stem_conv = model.features[0][0]
+    if stem_conv.in_channels != 3 or stem_conv.stride != (2, 2):
+        tv.features[0][0] = nn.Conv2d(
+            stem_conv.in_channels, stem_conv.out_channels, 3, stride=stem_conv.stride, padding=1, bias=False
+        )
+    tv.load_state_dict(model.state_dict(), strict=True)
+    tv.train(model.training)
+    return tv
