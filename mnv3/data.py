@@ -1,0 +1,503 @@
+"""Datasets as in-memory uint8 tensors, with augmentation done in batches on the training device.
+
+Why this design: MNIST and CIFAR are small enough (47 MB and 150 MB as uint8) to sit whole in
+memory, or on the GPU. Decoding them once into a tensor cache and then augmenting whole batches
+with tensor ops is much faster than a DataLoader that opens and transforms one image at a time,
+and it needs no worker processes.
+
+The pieces:
+
+* :data:`DATASETS` / :func:`dataset_info` describe each dataset (classes, channels, mean/std).
+* :func:`load_split` returns ``(images uint8 [N, C, H, W], labels int64 [N])``. The first call
+  decodes the dataset (from an offline mirror, or through torchvision, which may download it) and
+  caches the tensors as ``<root>/cache/<name>-<split>.pt``; later calls only read that file.
+* :func:`train_val_split` and :func:`iterate_batches` produce index tensors into those arrays.
+* :func:`prepare_batch` turns a uint8 batch into normalised float32, augmenting it when training.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import math
+import os
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "DATASETS",
+    "DataUnavailableError",
+    "DatasetInfo",
+    "dataset_info",
+    "iterate_batches",
+    "load_split",
+    "make_synthetic",
+    "prepare_batch",
+    "resolve_mirror",
+    "train_val_split",
+]
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the model and the input pipeline need to know about a dataset."""
+
+    name: str  # "mnist", "fashion_mnist", "kmnist", "cifar10", "cifar100", "synthetic"
+    num_classes: int
+    in_channels: int  # 1 for the MNIST family, 3 for CIFAR
+    image_size: int  # native side length: 28 or 32
+    mean: tuple[float, ...]  # per channel, of pixel/255 over the training set
+    std: tuple[float, ...]
+    classes: tuple[str, ...]  # class names in label order (torchvision's order)
+
+
+_CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
+
+# torchvision reads these from the dataset's meta file; they are the fine labels, alphabetical.
+_CIFAR100_CLASSES = (
+    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle",
+    "bottle", "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle",
+    "caterpillar", "cattle", "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch",
+    "crab", "crocodile", "cup", "dinosaur", "dolphin", "elephant", "flatfish", "forest", "fox",
+    "girl", "hamster", "house", "kangaroo", "keyboard", "lamp", "lawn_mower", "leopard", "lion",
+    "lizard", "lobster", "man", "maple_tree", "motorcycle", "mountain", "mouse", "mushroom",
+    "oak_tree", "orange", "orchid", "otter", "palm_tree", "pear", "pickup_truck", "pine_tree",
+    "plain", "plate", "poppy", "porcupine", "possum", "rabbit", "raccoon", "ray", "road",
+    "rocket", "rose", "sea", "seal", "shark", "shrew", "skunk", "skyscraper", "snail", "snake",
+    "spider", "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank",
+    "telephone", "television", "tiger", "tractor", "train", "trout", "tulip", "turtle",
+    "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm",
+)  # fmt: skip
+
+DATASETS: dict[str, DatasetInfo] = {
+    info.name: info
+    for info in (
+        DatasetInfo(
+            "mnist", 10, 1, 28, (0.1307,), (0.3081,),
+            ("0 - zero", "1 - one", "2 - two", "3 - three", "4 - four",
+             "5 - five", "6 - six", "7 - seven", "8 - eight", "9 - nine"),
+        ),
+        DatasetInfo(
+            "fashion_mnist", 10, 1, 28, (0.2860,), (0.3530,),
+            ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+             "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        ),
+        DatasetInfo(
+            "kmnist", 10, 1, 28, (0.1918,), (0.3483,),
+            ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+        ),
+        DatasetInfo(
+            "cifar10", 10, 3, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
+            _CIFAR10_CLASSES,
+        ),
+        DatasetInfo(
+            "cifar100", 100, 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
+            _CIFAR100_CLASSES,
+        ),
+        # Measured on load_split("synthetic", "train"); a unit test keeps them honest.
+        DatasetInfo(
+            "synthetic", 10, 1, 28, (0.1250,), (0.1661,),
+            tuple(f"pattern {k}" for k in range(10)),
+        ),
+    )
+}  # fmt: skip
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """Look up a dataset by name; an unknown name raises ValueError listing the valid ones."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        valid = ", ".join(sorted(DATASETS))
+        raise ValueError(f"unknown dataset {name!r}; valid names: {valid}") from None
+
+
+class DataUnavailableError(RuntimeError):
+    """The dataset is neither cached nor obtainable from the mirror or torchvision."""
+
+
+# --------------------------------------------------------------------------------------------
+# Loading and caching
+# --------------------------------------------------------------------------------------------
+
+# Bump when the cache's contents change meaning, so stale caches are rebuilt, not trusted.
+_CACHE_FORMAT = 2  # 2: the CIFAR JPEG mirror is shuffled with a fixed seed
+
+_SPLITS = ("train", "test")
+_SYNTHETIC_SPLITS = {"train": (2048, 0), "test": (512, 1)}  # split -> (num_samples, seed)
+
+# torchvision class name and the folder under <root> where it keeps the files.
+_TORCHVISION = {
+    "mnist": ("MNIST", "MNIST/raw"),
+    "fashion_mnist": ("FashionMNIST", "FashionMNIST/raw"),
+    "kmnist": ("KMNIST", "KMNIST/raw"),
+    "cifar10": ("CIFAR10", "cifar-10-batches-py"),
+    "cifar100": ("CIFAR100", "cifar-100-python"),
+}
+
+# Folder of gzipped IDX files inside a mirror, for the MNIST family.
+_MIRROR_IDX_DIRS = {"mnist": "MNIST/raw", "fashion_mnist": "FashionMNIST/raw", "kmnist": "KMNIST/raw"}
+_IDX_PREFIX = {"train": "train", "test": "t10k"}
+_MIRROR_CIFAR10 = "cifar10-jpeg.tar.gz"
+
+_MIRROR_LAYOUT = (
+    "a mirror folder is laid out like the shared one: "
+    "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz (optionally also FashionMNIST/raw/ "
+    "and KMNIST/raw/ with the same file names) and cifar10-jpeg.tar.gz holding "
+    "cifar10-jpeg/{train,test}/<class>/NNNN.jpg"
+)
+
+
+def resolve_mirror(mirror: str | Path | None) -> Path | None:
+    """The offline mirror to use: the explicit argument, else $MNV3_DATA_MIRROR, else None."""
+    if mirror is None or str(mirror) == "":
+        mirror = os.environ.get("MNV3_DATA_MIRROR") or None
+    return None if mirror is None else Path(mirror).expanduser()
+
+
+def load_split(
+    name: str,
+    split: str,
+    *,
+    root: str | Path = "data",
+    mirror: str | Path | None = None,
+    download: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return one split as ``(images uint8 [N, C, H, W] contiguous, labels int64 [N])``.
+
+    Sources, in order: the cache ``<root>/cache/<name>-<split>.pt``; else the mirror (argument or
+    $MNV3_DATA_MIRROR) when one is set; else torchvision under ``<root>`` (downloading if
+    ``download``). What was decoded is cached, so image files are read only once. The cache also
+    records its ``source``, because the CIFAR-10 mirror holds JPEG re-encodings and results on it
+    should be labelled "CIFAR-10 (JPEG mirror)".
+    """
+    info = dataset_info(name)
+    if split not in _SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(_SPLITS)}")
+    if name == "synthetic":  # cheap to regenerate, so never cached
+        num_samples, seed = _SYNTHETIC_SPLITS[split]
+        return make_synthetic(num_samples, num_classes=info.num_classes,
+                              channels=info.in_channels, size=info.image_size, seed=seed)
+
+    cache = Path(root) / "cache" / f"{name}-{split}.pt"
+    if cache.is_file():
+        entry = torch.load(cache, map_location="cpu", weights_only=True)
+        if entry.get("format") == _CACHE_FORMAT and tuple(entry["classes"]) == info.classes:
+            return entry["images"].contiguous(), entry["labels"]
+
+    mirror_dir = resolve_mirror(mirror)
+    if mirror_dir is not None:
+        images, labels = _load_from_mirror(info, split, mirror_dir)
+        source = f"mirror {mirror_dir}"
+    else:
+        images, labels = _load_from_torchvision(info, split, Path(root), download, cache)
+        source = "torchvision"
+    _check_split(info, images, labels)
+    _save_atomically(
+        {"format": _CACHE_FORMAT, "images": images, "labels": labels,
+         "classes": list(info.classes), "source": source},
+        cache,
+    )  # fmt: skip
+    return images, labels
+
+
+def _check_split(info: DatasetInfo, images: torch.Tensor, labels: torch.Tensor) -> None:
+    """Catch a malformed source before it is cached and trusted from then on."""
+    expected = (info.in_channels, info.image_size, info.image_size)
+    if images.dtype != torch.uint8 or images.dim() != 4 or tuple(images.shape[1:]) != expected:
+        raise RuntimeError(f"{info.name}: decoded images are {images.dtype} {tuple(images.shape)}, "
+                           f"expected uint8 [N, {', '.join(map(str, expected))}]")
+    if labels.dtype != torch.int64 or labels.shape != (images.shape[0],):
+        raise RuntimeError(f"{info.name}: {tuple(labels.shape)} {labels.dtype} labels "
+                           f"for {images.shape[0]} images")
+    if labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) < info.num_classes:
+        raise RuntimeError(f"{info.name}: labels outside 0..{info.num_classes - 1}")
+
+
+def _save_atomically(obj: dict, path: Path) -> None:
+    """torch.save to a temporary file, then rename it into place.
+
+    A crash cannot leave a half-written cache, and DDP ranks decoding at the same time each
+    replace the file with identical content.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per process: no clashes
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _missing_in_mirror(mirror: Path, what: str) -> DataUnavailableError:
+    return DataUnavailableError(
+        f"the data mirror {mirror} has no {what}; {_MIRROR_LAYOUT}. Fix the mirror, or drop "
+        "--data-mirror / unset MNV3_DATA_MIRROR so that torchvision downloads into the data root."
+    )
+
+
+def _load_from_mirror(info: DatasetInfo, split: str, mirror: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    if not mirror.is_dir():
+        raise DataUnavailableError(f"the data mirror {mirror} (from --data-mirror or "
+                                   f"MNV3_DATA_MIRROR) is not a folder; {_MIRROR_LAYOUT}")
+    if info.name in _MIRROR_IDX_DIRS:
+        folder = mirror / _MIRROR_IDX_DIRS[info.name]
+        prefix = _IDX_PREFIX[split]
+        paths = [folder / f"{prefix}-images-idx3-ubyte.gz", folder / f"{prefix}-labels-idx1-ubyte.gz"]
+        for path in paths:
+            if not path.is_file():
+                raise _missing_in_mirror(mirror, f"{path.relative_to(mirror)} (looked for {path})")
+        images = torch.from_numpy(_read_idx_gz(paths[0], ndim=3)).unsqueeze(1)
+        labels = torch.from_numpy(_read_idx_gz(paths[1], ndim=1)).long()
+        return images.contiguous(), labels
+    if info.name == "cifar10":
+        path = mirror / _MIRROR_CIFAR10
+        if not path.is_file():
+            raise _missing_in_mirror(mirror, f"{_MIRROR_CIFAR10} (looked for {path})")
+        return _read_jpeg_tar(path, split, info.classes)
+    raise DataUnavailableError(
+        f"the data mirror format has no {info.name}; {_MIRROR_LAYOUT}. Drop --data-mirror / unset "
+        "MNV3_DATA_MIRROR so that torchvision downloads it into the data root."
+    )
+
+
+def _read_idx_gz(path: Path, ndim: int) -> np.ndarray:
+    """Parse a gzipped IDX file of unsigned bytes (the MNIST format) into an owned uint8 array.
+
+    Header: two zero bytes, type code 0x08 (ubyte), the number of dimensions, then one
+    big-endian uint32 per dimension.
+    """
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[:3] != b"\x00\x00\x08" or raw[3] != ndim:
+        raise DataUnavailableError(f"{path} is not an IDX file of {ndim}-d unsigned bytes")
+    shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    offset = 4 + 4 * ndim
+    if len(raw) - offset != math.prod(shape):
+        raise DataUnavailableError(f"{path}: header says {shape}, but holds {len(raw) - offset} bytes")
+    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(shape).copy()
+
+
+def _read_jpeg_tar(path: Path, split: str, expected_classes: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode ``<top>/<split>/<class>/<file>.jpg`` from a .tar.gz into uint8 NCHW and labels.
+
+    The tar is streamed (never extracted to disk). Labels are indices into the sorted class
+    folder names, which must equal torchvision's class list; within a class, files are taken in
+    name order so the result does not depend on the order of the tar's members. The mirror lost
+    the official order, so the class-sorted list is then shuffled with a fixed seed: "the first N
+    images" (a training subset, a parity sample, a figure) should hold every class, as in the
+    official files.
+    """
+    from PIL import Image
+
+    encoded: dict[tuple[str, str], bytes] = {}
+    with tarfile.open(path, "r|gz") as tar:
+        for member in tar:
+            parts = member.name.split("/")
+            if member.isfile() and len(parts) == 4 and parts[1] == split:
+                encoded[(parts[2], parts[3])] = tar.extractfile(member).read()
+    classes = tuple(sorted({cls for cls, _ in encoded}))
+    if classes != expected_classes:
+        raise DataUnavailableError(f"{path}: the class folders of {split}/ are {list(classes)}, "
+                                   f"expected torchvision's {list(expected_classes)}")
+    keys = sorted(encoded)
+    keys = [keys[i] for i in torch.randperm(len(keys), generator=torch.Generator().manual_seed(0)).tolist()]
+    images = np.empty((len(keys), 32, 32, 3), dtype=np.uint8)
+    for i, key in enumerate(keys):
+        with Image.open(io.BytesIO(encoded[key])) as img:
+            if img.size != (32, 32):
+                raise DataUnavailableError(f"{path}: {split}/{'/'.join(key)} is {img.size}, not 32x32")
+            images[i] = np.asarray(img.convert("RGB"))
+    class_index = {cls: i for i, cls in enumerate(classes)}
+    labels = torch.tensor([class_index[cls] for cls, _ in keys], dtype=torch.int64)
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels
+
+
+def _load_from_torchvision(
+    info: DatasetInfo, split: str, root: Path, download: bool, cache: Path
+) -> tuple[torch.Tensor, torch.Tensor]:
+    import torchvision.datasets
+
+    class_name, folder = _TORCHVISION[info.name]
+    try:
+        dataset = getattr(torchvision.datasets, class_name)(str(root), train=split == "train",
+                                                            download=download)
+    except (RuntimeError, OSError) as exc:  # offline: URLError is an OSError
+        attempt = "could not download them" if download else "download=False"
+        raise DataUnavailableError(
+            f"{info.name} {split} split is not available. Looked for the cache {cache} and for "
+            f"torchvision's files in {root / folder} ({attempt}: {exc}). Fix it either way: "
+            f"(1) get online and rerun, so torchvision downloads {info.name} into {root}/; or "
+            "(2) pass --data-mirror DIR or set MNV3_DATA_MIRROR=DIR, where DIR is an offline "
+            f"mirror; {_MIRROR_LAYOUT}."
+        ) from exc
+    if tuple(dataset.classes) != info.classes:
+        raise RuntimeError(f"torchvision's {class_name} classes {dataset.classes} differ from "
+                           f"DATASETS[{info.name!r}].classes")
+    data = torch.as_tensor(dataset.data)
+    # MNIST family: [N, 28, 28] tensor; CIFAR: [N, 32, 32, 3] numpy array (NHWC).
+    images = data.unsqueeze(1) if data.dim() == 3 else data.permute(0, 3, 1, 2)
+    return images.contiguous(), torch.as_tensor(dataset.targets, dtype=torch.int64)
+
+
+# --------------------------------------------------------------------------------------------
+# Synthetic data for tests
+# --------------------------------------------------------------------------------------------
+
+
+def make_synthetic(
+    num_samples: int, *, num_classes: int = 10, channels: int = 1, size: int = 28, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A deterministic, learnable stand-in dataset: ``(images uint8 [N, C, size, size], labels)``.
+
+    Class k is a Gaussian blob at angle 2*pi*k/num_classes on a circle around the centre, with a
+    per-sample jitter of up to 2 pixels, a random brightness and pixel noise, so a small network
+    learns it in a few steps but not from a single pixel. Labels are balanced, in random order.
+    """
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(num_samples) % num_classes
+    labels = labels[torch.randperm(num_samples, generator=g)]
+
+    angle = 2 * math.pi * labels.double() / num_classes
+    radius, sigma = size / 4, size / 8
+    jitter = torch.rand(num_samples, 2, generator=g, dtype=torch.float64) * 4 - 2
+    cy = (size - 1) / 2 + radius * torch.sin(angle) + jitter[:, 0]
+    cx = (size - 1) / 2 + radius * torch.cos(angle) + jitter[:, 1]
+    grid = torch.arange(size, dtype=torch.float64)
+    dist2 = (grid.view(1, -1, 1) - cy.view(-1, 1, 1)) ** 2 + (grid.view(1, 1, -1) - cx.view(-1, 1, 1)) ** 2
+    brightness = 150 + 100 * torch.rand(num_samples, 1, 1, generator=g, dtype=torch.float64)
+    blob = brightness * torch.exp(-dist2 / (2 * sigma**2))  # [N, size, size]
+
+    noise = 20 * torch.randn(num_samples, channels, size, size, generator=g, dtype=torch.float64)
+    images = (blob.unsqueeze(1) + 10 + noise).round().clamp(0, 255).to(torch.uint8)
+    return images.contiguous(), labels.long()
+
+
+# --------------------------------------------------------------------------------------------
+# Batches
+# --------------------------------------------------------------------------------------------
+
+
+def train_val_split(num_samples: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split ``range(num_samples)`` into sorted ``(train_indices, val_indices)`` LongTensors.
+
+    A fixed-seed permutation on a CPU generator, so the same seed gives the same split on every
+    machine and device; ``round(num_samples * val_fraction)`` indices go to validation.
+    """
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    perm = torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed))
+    num_val = round(num_samples * val_fraction)
+    return perm[num_val:].sort().values, perm[:num_val].sort().values
+
+
+# Augmentation per dataset: (maximum shift in pixels each way, horizontal flip).
+# CIFAR: the standard 4-pixel padded random crop plus a horizontal flip.
+# MNIST family and synthetic: small shifts and NO flip. The original project flipped digits
+# horizontally, but a mirrored digit is a different thing (a mirrored 2 is no 2, a mirrored
+# Fashion-MNIST shoe points the other way), so flipping teaches the model wrong labels.
+_AUGMENTATION = {"cifar10": (4, True), "cifar100": (4, True)}
+_DEFAULT_AUGMENTATION = (2, False)
+
+
+def _draw_crops(
+    n: int, max_shift: int, flip: bool, device: torch.device, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-sample crop offsets into the padded image, in ``[0, 2*max_shift]``, and flip flags."""
+    oy = torch.randint(0, 2 * max_shift + 1, (n,), device=device, generator=generator)
+    ox = torch.randint(0, 2 * max_shift + 1, (n,), device=device, generator=generator)
+    if flip:
+        flips = torch.rand(n, device=device, generator=generator) < 0.5
+    else:
+        flips = torch.zeros(n, dtype=torch.bool, device=device)
+    return oy, ox, flips
+
+
+def _random_crop_flip(
+    images: torch.Tensor, max_shift: int, flip: bool, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Zero-pad by ``max_shift``, crop back to the original size at a random offset per sample,
+    and mirror the samples drawn for flipping: one batched gather, no per-sample loop."""
+    n, c, h, w = images.shape
+    oy, ox, flips = _draw_crops(n, max_shift, flip, images.device, generator)
+    padded = F.pad(images, (max_shift,) * 4)
+    rows = oy[:, None] + torch.arange(h, device=images.device)  # [N, H]
+    cols_fwd = torch.arange(w, device=images.device)
+    cols = ox[:, None] + torch.where(flips[:, None], w - 1 - cols_fwd, cols_fwd)  # [N, W]
+    batch = torch.arange(n, device=images.device)[:, None, None, None]
+    channel = torch.arange(c, device=images.device)[None, :, None, None]
+    return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def prepare_batch(
+    images: torch.Tensor,
+    info: DatasetInfo,
+    *,
+    train: bool,
+    image_size: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Turn a uint8 batch ``[N, C, H, W]`` into the model's float32 input, on its own device.
+
+    When ``train``, augment (see ``_AUGMENTATION``); then scale to [0, 1] and normalise per
+    channel with ``info.mean``/``info.std``; then, if ``image_size`` differs from the native
+    size, upsample bilinearly (the original project fed 224x224 inputs). ``generator`` (on the
+    images' device) makes the augmentation reproducible; None uses the global RNG.
+    """
+    if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != info.in_channels:
+        raise ValueError(f"expected uint8 [N, {info.in_channels}, H, W] images for {info.name}, "
+                         f"got {images.dtype} {tuple(images.shape)}")
+    if train:
+        max_shift, flip = _AUGMENTATION.get(info.name, _DEFAULT_AUGMENTATION)
+        images = _random_crop_flip(images, max_shift, flip, generator)
+    mean = torch.tensor(info.mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    std = torch.tensor(info.std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    x = (images.float() / 255 - mean) / std
+    if image_size is not None and (image_size, image_size) != tuple(x.shape[-2:]):
+        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    return x.contiguous()
+
+
+def iterate_batches(
+    num_samples: int,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    generator: torch.Generator | None = None,
+    drop_last: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+) -> Iterator[torch.Tensor]:
+    """One epoch of index batches (CPU LongTensors) into a dataset of ``num_samples``.
+
+    The order is a permutation drawn from ``generator`` (a CPU generator; seed it with the
+    epoch for a new order each epoch) when ``shuffle``, else ``0..num_samples-1``. Under DDP
+    each rank takes ``order[rank::world_size]``; every rank must pass an identically seeded
+    generator so they slice the same permutation. The order is first truncated
+    (``drop_last``) or wrapped around to a multiple of ``world_size``, so all ranks get the same
+    number of batches: a rank with one batch more would wait forever in its gradient all-reduce.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
+    order = torch.randperm(num_samples, generator=generator) if shuffle else torch.arange(num_samples)
+    if drop_last:
+        order = order[: num_samples // world_size * world_size]
+    elif num_samples % world_size:
+        total = math.ceil(num_samples / world_size) * world_size
+        order = order.repeat(math.ceil(total / num_samples))[:total]
+    shard = order[rank::world_size]
+    batches = list(shard.split(batch_size))
+    if drop_last and batches and len(batches[-1]) < batch_size:
+        batches.pop()
+    return iter(batches)
