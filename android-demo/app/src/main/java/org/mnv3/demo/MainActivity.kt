@@ -1,0 +1,104 @@
+package org.mnv3.demo
+
+import android.graphics.Bitmap
+import android.graphics.drawable.BitmapDrawable
+import android.os.Bundle
+import android.util.Log
+import android.widget.Button
+import android.widget.ImageView
+import android.widget.TextView
+import androidx.appcompat.app.AppCompatActivity
+import java.util.Locale
+import java.util.concurrent.ExecutorService
+import java.util.concurrent.Executors
+
+/**
+ * One screen: the image, a grey box with the prediction, and one button per dataset.
+ * Each button picks a random sample image of that dataset and classifies it on the device.
+ */
+class MainActivity : AppCompatActivity() {
+
+    private lateinit var imageView: ImageView
+    private lateinit var predictionView: TextView
+    private lateinit var buttons: List<Button>
+
+    /** Model loading and inference run here, off the UI thread. */
+    private val worker: ExecutorService = Executors.newSingleThreadExecutor()
+
+    private class Shown(val bitmap: Bitmap, val file: String, val prediction: Prediction, val trueLabel: String?)
+
+    override fun onCreate(savedInstanceState: Bundle?) {
+        super.onCreate(savedInstanceState)
+        setContentView(R.layout.activity_main)
+        imageView = findViewById(R.id.image)
+        predictionView = findViewById(R.id.prediction)
+        val mnist = findViewById<Button>(R.id.button_mnist)
+        val cifar = findViewById<Button>(R.id.button_cifar10)
+        buttons = listOf(mnist, cifar)
+        mnist.setOnClickListener { showRandom(DATASET_MNIST) }
+        cifar.setOnClickListener { showRandom(DATASET_CIFAR10) }
+    }
+
+    override fun onDestroy() {
+        worker.shutdown()
+        super.onDestroy()
+    }
+
+    private fun showRandom(dataset: String) {
+        buttons.forEach { it.isEnabled = false }
+        predictionView.text = getString(R.string.running, dataset)
+        worker.execute {
+            val outcome = runCatching { classifyRandomImage(dataset) }
+            outcome.exceptionOrNull()?.let { Log.e(TAG, "classifying a $dataset image failed", it) }
+            runOnUiThread {
+                if (isFinishing || isDestroyed) return@runOnUiThread
+                buttons.forEach { it.isEnabled = true }
+                outcome.fold(onSuccess = { show(it) }, onFailure = { showError(dataset, it) })
+            }
+        }
+    }
+
+    /** Runs on the worker thread. */
+    private fun classifyRandomImage(dataset: String): Shown {
+        val classifier = Classifiers.get(this, dataset)
+        val images = Assets.listImages(this, dataset)
+        check(images.isNotEmpty()) { "no PNGs in assets/$dataset/images" }
+        val path = images.random()
+        val bitmap = Assets.decodePng(this, path)
+        val prediction = classifier.classify(bitmap)
+        return Shown(bitmap, path, prediction, trueLabel(dataset, path, classifier.spec))
+    }
+
+    /** The ground-truth label from golden.json, if the image is listed there. */
+    private fun trueLabel(dataset: String, path: String, spec: ModelSpec): String? = try {
+        val golden = Golden.parse(Assets.readText(this, "$dataset/golden.json"))
+        golden.find(path.removePrefix("$dataset/"))?.let { spec.labels.getOrNull(it.label) }
+    } catch (e: Exception) {
+        null
+    }
+
+    private fun show(shown: Shown) {
+        // Nearest-neighbour upscaling keeps the 28x28 / 32x32 pixels sharp.
+        val drawable = BitmapDrawable(resources, shown.bitmap)
+        drawable.setFilterBitmap(false)
+        imageView.setImageDrawable(drawable)
+
+        val p = shown.prediction
+        val confidence = String.format(Locale.US, "%.1f", p.confidence * 100f)
+        val text = StringBuilder(getString(R.string.prediction, p.label, confidence))
+        text.append('\n').append(shown.file.substringAfterLast('/'))
+        if (shown.trueLabel != null) text.append("  ·  ").append(getString(R.string.true_label, shown.trueLabel))
+        predictionView.text = text
+    }
+
+    private fun showError(dataset: String, error: Throwable) {
+        imageView.setImageDrawable(null)
+        predictionView.text = getString(R.string.error, dataset, error.message ?: error.toString())
+    }
+
+    companion object {
+        private const val TAG = "mnv3-demo"
+        const val DATASET_MNIST = "mnist"
+        const val DATASET_CIFAR10 = "cifar10"
+    }
+}
