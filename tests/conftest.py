@@ -1,0 +1,53 @@
+"""Shared, expensive fixtures: tiny trained runs, made once per test session."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def mirror_path() -> Path | None:
+    """The real offline dataset mirror: $MNV3_DATA_MIRROR, else ../shared/datasets beside the checkout."""
+    for candidate in (os.environ.get("MNV3_DATA_MIRROR"), REPO.parent / "shared" / "datasets"):
+        if candidate and (Path(candidate) / "MNIST" / "raw").is_dir():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def data_mirror() -> Path:
+    path = mirror_path()
+    if path is None:
+        pytest.skip("the offline dataset mirror is absent: set MNV3_DATA_MIRROR or put it at ../shared/datasets")
+    return path
+
+
+# Each experiment trained briefly on the synthetic dataset (1x28x28, 10 classes): enough to give
+# the notebooks, export and benchmark tests real run folders. mnist_small trains longest, so that
+# its predictions are confident enough for the int8 and parity checks.
+TINY_RUN_ARGS = {
+    "mnist_small": ["--epochs", "3", "--max-train-samples", "2048", "--batch-size", "64"],
+    "cifar10_small_s2": ["--epochs", "2", "--max-train-samples", "256", "--batch-size", "64"],
+    "cifar10_small_s1": ["--epochs", "2", "--max-train-samples", "256", "--batch-size", "64"],
+    "cifar10_large_s1": ["--epochs", "2", "--max-train-samples", "256", "--batch-size", "64"],
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory) -> Path:
+    """A runs/quick folder with all four experiments, trained on synthetic data."""
+    from mnv3.train import main
+
+    root = tmp_path_factory.mktemp("runs")
+    for name, extra in TINY_RUN_ARGS.items():
+        main(["--experiment", name, "--dataset", "synthetic", "--out", str(root), "--data-root", str(root / "data"), *extra])
+    return root / "quick"
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_runs) -> Path:
+    """The tiny mnist_small run folder (config.json, metrics.csv, best.pt, last.pt, test.json)."""
+    return tiny_runs / "mnist_small"
