@@ -29,7 +29,7 @@ def resolve_strides(spec: ModelSpec, drop_first_strides: int) -> list[int]:
     """
     strides = [spec.stem.stride] + [b.stride for b in spec.blocks]
     downsampling = [i for i, s in enumerate(strides) if s == 2]
-    if not (isinstance(drop_first_strides, int) and 0 <= drop_first_strides <= len(downsampling)):
+    if not (isinstance(drop_first_strides, int) and not isinstance(drop_first_strides, bool) and 0 <= drop_first_strides <= len(downsampling)):
         raise ValueError(
             f"drop_first_strides must be an integer from 0 to {len(downsampling)} (the number of "
             f"stride-2 layers in {spec.name}), got {drop_first_strides!r}."

@@ -74,6 +74,14 @@ class ModelSpec:
         }
 
 
+def _show(value: Any) -> str:
+    """A found value as the message shows it: JSON where possible, else Python's repr."""
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
 def _positive_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
@@ -111,7 +119,7 @@ def _parse_section(obj: Any, kind: str, where: str, source: str):
             raise SpecError(f"{source}: {where}: missing field {key!r}; add it ({_RULES[key][1]}).")
         check, allowed = _RULES[key]
         if not check(obj[key]):
-            raise SpecError(f"{source}: {where}: field {key!r} is {json.dumps(obj[key])}; allowed: {allowed}.")
+            raise SpecError(f"{source}: {where}: field {key!r} is {_show(obj[key])}; allowed: {allowed}.")
     return cls(**{k: obj[k] for k in fields})
 
 
@@ -126,10 +134,10 @@ def spec_from_dict(data: Any, source: str = "<dict>") -> ModelSpec:
         if key not in data:
             raise SpecError(f"{source}: missing top-level field {key!r}.")
     if not isinstance(data["name"], str) or not data["name"]:
-        raise SpecError(f"{source}: field 'name' is {json.dumps(data['name'])}; allowed: a non-empty string.")
+        raise SpecError(f"{source}: field 'name' is {_show(data['name'])}; allowed: a non-empty string.")
     blocks = data["blocks"]
     if not isinstance(blocks, list):
-        raise SpecError(f"{source}: field 'blocks' is {json.dumps(blocks)}; allowed: a list of bneck rows.")
+        raise SpecError(f"{source}: field 'blocks' is {_show(blocks)}; allowed: a list of bneck rows.")
     if not blocks:
         raise SpecError(f"{source}: field 'blocks' is an empty list; a network needs at least one bneck row.")
     stem = _parse_section(data["stem"], "stem", "stem", source)
@@ -145,6 +153,8 @@ def load_spec(arch: str | Path | ModelSpec) -> ModelSpec:
     """Load "small", "large", or a path to a spec file of your own."""
     if isinstance(arch, ModelSpec):
         return arch
+    if not isinstance(arch, (str, Path)):
+        raise SpecError(f"arch must be 'small', 'large' or the path to a spec JSON file, got {arch!r}.")
     path = BUILTIN_SPECS.get(arch) if isinstance(arch, str) else None
     if path is None:
         path = Path(arch)
@@ -153,7 +163,10 @@ def load_spec(arch: str | Path | ModelSpec) -> ModelSpec:
                 f"unknown arch {str(arch)!r}: use 'small', 'large' or the path to a spec JSON file "
                 f"(no file found at {path.resolve()})."
             )
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpecError(f"{path}: cannot read the spec file ({err}); save it as UTF-8 JSON.") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:

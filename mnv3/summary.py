@@ -1,0 +1,296 @@
+"""The paper's architecture table (Tables 1 and 2 of Howard et al. 2019), computed from a built model.
+
+    python -m mnv3.summary small --input-size 224
+    python -m mnv3.summary large --num-classes 10 --input-size 32 --drop-first-strides 2
+
+or, in a notebook::
+
+    rows = summarize(build_model("small"), 224)
+    pandas.DataFrame(rows); totals(rows)
+
+There is one row per line of the paper's table: the stem conv, each bneck, the last 1x1 conv, the
+global pool and the two classifier layers (``nn.Linear`` here, the paper's "conv2d 1x1, NBN" rows).
+Shapes come from a real forward pass with hooks, so any input size and ``drop_first_strides`` are
+reflected exactly.
+
+MAC convention: a MAC is one multiply-add. Only ``nn.Conv2d`` layers (out_h * out_w * out_ch *
+in_ch / groups * k_h * k_w) and ``nn.Linear`` layers (in * out) are counted, the squeeze-and-excite
+1x1 convs included. BatchNorm (foldable into the preceding conv), biases, activations, pooling,
+residual adds and the SE scaling multiply are not counted. MACs are per image.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+import torch
+from torch import nn
+
+from .layers import HardSwish
+from .model import MobileNetV3, build_model
+
+__all__ = ["MAC_CONVENTION", "summarize", "totals", "format_table", "main"]
+
+MAC_CONVENTION = (
+    "MACs = multiply-adds per image of Conv2d (out_h*out_w*out_ch*in_ch/groups*k*k) and Linear (in*out) "
+    "layers, SE's 1x1 convs included; BatchNorm (foldable), biases, activations, pooling, residual adds "
+    "and the SE scaling multiply are not counted."
+)
+
+
+def _nl(module: nn.Module) -> str | None:
+    """The paper's NL column for a row: 'RE', 'HS' or None (linear)."""
+    for m in module.modules():
+        if isinstance(m, nn.ReLU):
+            return "RE"
+        if isinstance(m, (HardSwish, nn.Hardswish)):
+            return "HS"
+    return None
+
+
+def _macs(module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int:
+    if isinstance(module, nn.Conv2d):
+        out_h, out_w = out.shape[-2:]
+        k_h, k_w = module.kernel_size
+        return out_h * out_w * module.out_channels * (module.in_channels // module.groups) * k_h * k_w
+    if isinstance(module, nn.Linear):
+        # Per image: every leading dimension but the batch multiplies the work.
+        positions = inp[0].numel() // module.in_features
+        return positions * module.in_features * module.out_features
+    return 0
+
+
+def _chw(shape: torch.Size) -> tuple[int, int, int]:
+    """(C, H, W) of one image's activation; a (N, C) Linear input is a 1x1 map, as in the paper."""
+    if len(shape) == 4:
+        return (int(shape[1]), int(shape[2]), int(shape[3]))
+    if len(shape) == 2:
+        return (int(shape[1]), 1, 1)
+    raise ValueError(f"unexpected activation shape {tuple(shape)}")
+
+
+def _input_label(c: int, h: int, w: int) -> str:
+    return f"{h}²×{c}" if h == w else f"{h}×{w}×{c}"
+
+
+def summarize(model: MobileNetV3, input_size: int) -> list[dict[str, Any]]:
+    """One dict per row of the paper's table, from a forward pass on a 1 x C x S x S input.
+
+    Keys of each row:
+        input: the row's input as the paper writes it, e.g. "224²×3" (H², then channels).
+        in_shape, out_shape: (C, H, W) of the row's input and output (a Linear's are (C, 1, 1)).
+        operator: "conv2d 3x3", "bneck 3x3", "bneck 5x5", "conv2d 1x1", "pool 7x7" or "conv2d 1x1, NBN".
+        exp_size: the bneck's expansion size (None for other rows).
+        out: output channels. se: whether the row has squeeze-and-excite.
+        nl: "RE" (ReLU), "HS" (h-swish) or None (linear). stride: the row's stride.
+        params: parameters of the row's modules; the rows add up to the whole model.
+        macs: multiply-adds of the row's Conv2d and Linear layers (see ``MAC_CONVENTION``: BatchNorm,
+            biases, activations, pooling, residual adds and SE's scaling multiply are not counted).
+
+    The model is run in eval mode under ``torch.no_grad`` (BatchNorm statistics are left untouched)
+    and put back in the mode it was in.
+    """
+    if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size <= 0:
+        raise ValueError(f"input_size must be a positive integer (pixels per side), got {input_size!r}.")
+    features = list(model.features)
+    stem, blocks, last_conv = features[0], features[1:-1], features[-1]
+    classifier_layers = [m for m in model.classifier if isinstance(m, nn.Linear)]
+    if len(classifier_layers) != 2:
+        raise ValueError(f"expected a classifier with two Linear layers, found {len(classifier_layers)}.")
+
+    # (row module, operator kind) in table order.
+    row_modules: list[tuple[nn.Module, str]] = [(stem, "stem")]
+    row_modules += [(b, "bneck") for b in blocks]
+    row_modules += [(last_conv, "conv"), (model.avgpool, "pool")]
+    row_modules += [(lin, "nbn") for lin in classifier_layers]
+    # The classifier's activation sits between the two Linears; it is the first NBN row's NL.
+    classifier_nl = _nl(model.classifier[1 : list(model.classifier).index(classifier_layers[1])])
+
+    shapes: dict[int, tuple[torch.Size, torch.Size]] = {}
+    macs = [0] * len(row_modules)
+    handles = []
+    try:
+        for i, (row, _) in enumerate(row_modules):
+
+            def record_shape(_m, args, out, i=i):
+                shapes[i] = (args[0].shape, out.shape)
+
+            handles.append(row.register_forward_hook(record_shape))
+            for sub in row.modules():
+                if isinstance(sub, (nn.Conv2d, nn.Linear)):
+
+                    def count(m, args, out, i=i):
+                        macs[i] += _macs(m, args[0], out)
+
+                    handles.append(sub.register_forward_hook(count))
+        first = next(model.parameters())
+        x = torch.zeros(1, stem[0].in_channels, input_size, input_size, dtype=first.dtype, device=first.device)
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                model(x)
+        finally:
+            model.train(was_training)
+    finally:
+        for h in handles:
+            h.remove()
+
+    rows = []
+    for i, (row, kind) in enumerate(row_modules):
+        in_shape, out_shape = (_chw(s) for s in shapes[i])
+        convs = [m for m in row.modules() if isinstance(m, nn.Conv2d)]
+        stride = max((m.stride[0] for m in convs), default=1)
+        exp_size, se = None, False
+        if kind == "stem":
+            operator, nl = f"conv2d {convs[0].kernel_size[0]}x{convs[0].kernel_size[1]}", _nl(row)
+        elif kind == "bneck":
+            depthwise = next(m for m in convs if m.groups > 1)
+            k = depthwise.kernel_size
+            operator, exp_size = f"bneck {k[0]}x{k[1]}", depthwise.out_channels
+            # Read NL off the depthwise stage, so the SE block's inner ReLU is never mistaken for it.
+            nl = _nl(next(s for s in row.block if isinstance(s, nn.Sequential) and s[0] is depthwise))
+            se = any(hasattr(m, "fc1") for m in row.modules())
+        elif kind == "conv":
+            k = convs[0].kernel_size
+            operator, nl = f"conv2d {k[0]}x{k[1]}", _nl(row)
+        elif kind == "pool":
+            operator, nl = f"pool {in_shape[1]}x{in_shape[2]}", None
+        else:
+            operator = "conv2d 1x1, NBN"
+            nl = classifier_nl if row is classifier_layers[0] else None
+        rows.append(
+            {
+                "input": _input_label(*in_shape),
+                "in_shape": in_shape,
+                "operator": operator,
+                "exp_size": exp_size,
+                "out": out_shape[0],
+                "se": se,
+                "nl": nl,
+                "stride": stride,
+                "out_shape": out_shape,
+                "params": sum(p.numel() for p in row.parameters()),
+                "macs": macs[i],
+            }
+        )
+    return rows
+
+
+def totals(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Sum of the rows' params and MACs: {"params": ..., "macs": ..., "rows": ...}."""
+    return {
+        "params": sum(r["params"] for r in rows),
+        "macs": sum(r["macs"] for r in rows),
+        "rows": len(rows),
+    }
+
+
+def _can_print(text: str, stream: Any) -> bool:
+    try:
+        text.encode(getattr(stream, "encoding", None) or "ascii")
+        return True
+    except (UnicodeEncodeError, LookupError):
+        return False
+
+
+def format_table(rows: list[dict[str, Any]], title: str = "", *, unicode: bool = True) -> str:
+    """The rows as a fixed-width text table in the paper's column order, with totals and the MAC convention."""
+    header = ("Input", "Operator", "exp size", "#out", "SE", "NL", "s", "params", "MACs")
+    body = []
+    for r in rows:
+        label = r["input"] if unicode else r["input"].replace("²", "^2").replace("×", "x")
+        body.append(
+            (
+                label,
+                r["operator"],
+                "-" if r["exp_size"] is None else str(r["exp_size"]),
+                str(r["out"]),
+                ("✓" if unicode else "yes") if r["se"] else "-",
+                r["nl"] or "-",
+                str(r["stride"]),
+                f"{r['params']:,}",
+                f"{r['macs']:,}",
+            )
+        )
+    t = totals(rows)
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
+    right = {2, 3, 6, 7, 8}  # numeric columns
+
+    def line(cells):
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    out = [title] if title else []
+    out += [line(header), line(["-" * w for w in widths])]
+    out += [line(b) for b in body]
+    out.append(line(["-" * w for w in widths]))
+    out.append(f"Total: {t['params']:,} parameters, {t['macs']:,} MACs ({t['macs'] / 1e6:.2f}M)")
+    out.append(MAC_CONVENTION)
+    return "\n".join(out)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m mnv3.summary",
+        description=(
+            "Print MobileNetV3's architecture table (the paper's Tables 1 and 2) for a spec: per row the "
+            "input shape, operator, expansion size, output channels, SE, nonlinearity, stride, parameters "
+            "and MACs, measured with a forward pass on a 1 x C x S x S input. " + MAC_CONVENTION
+        ),
+        epilog=(
+            "examples:\n"
+            "  python -m mnv3.summary small                      # Table 2, ImageNet (224x224, 1000 classes)\n"
+            "  python -m mnv3.summary large --width-mult 0.75    # Large 0.75\n"
+            "  python -m mnv3.summary small --num-classes 10 --in-channels 1 --input-size 28   # MNIST\n"
+            "  python -m mnv3.summary large --num-classes 10 --input-size 32 --drop-first-strides 2  # CIFAR-10\n"
+            "  python -m mnv3.summary my_spec.json               # a spec file of your own (see mnv3/specs/)"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("arch", help="'small', 'large' or the path to a spec JSON file")
+    parser.add_argument("--input-size", type=int, default=224, help="input height and width in pixels (default 224)")
+    parser.add_argument("--num-classes", type=int, default=1000, help="classifier outputs (default 1000)")
+    parser.add_argument("--in-channels", type=int, default=3, help="input channels: 3 for colour, 1 for MNIST (default 3)")
+    parser.add_argument("--width-mult", type=float, default=1.0, help="the paper's width multiplier (default 1.0)")
+    parser.add_argument(
+        "--drop-first-strides",
+        type=int,
+        default=0,
+        help="set the first N stride-2 layers (stem first) to stride 1, for small images (default 0)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        model = build_model(
+            args.arch,
+            num_classes=args.num_classes,
+            in_channels=args.in_channels,
+            width_mult=args.width_mult,
+            drop_first_strides=args.drop_first_strides,
+        )
+        rows = summarize(model, args.input_size)
+    except (ValueError, OSError) as err:  # SpecError is a ValueError
+        print(f"python -m mnv3.summary: error: {err}", file=sys.stderr)
+        return 2
+    title = (
+        f"{model.spec.name} (width {args.width_mult:g}, {args.num_classes} classes, "
+        f"input {args.input_size}x{args.input_size}x{args.in_channels}, drop_first_strides {args.drop_first_strides})"
+    )
+    table = format_table(rows, title)
+    if not _can_print(table, sys.stdout):
+        table = format_table(rows, title, unicode=False)
+    try:
+        print(table, flush=True)
+    except BrokenPipeError:  # e.g. `| head`: stop quietly, as the Python docs recommend
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
