@@ -1,0 +1,34 @@
+"""Publishing a run into the committable form that the full-profile reports read."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mnv3.checkpoint import CheckpointError, load_checkpoint, load_run
+from mnv3.publish import main, publish_run
+
+
+def test_published_run_loads_with_half_precision_weights(trained_run, tmp_path):
+    dest = publish_run(trained_run, tmp_path / "mnist_small")
+    assert {p.name for p in dest.iterdir()} == {"config.json", "metrics.csv", "test.json", "final.pt"}
+    final = load_checkpoint(dest / "final.pt")
+    assert all(v.dtype == torch.bfloat16 for v in final["model"].values() if v.is_floating_point())
+    assert (dest / "final.pt").stat().st_size < 0.6 * (trained_run / "best.pt").stat().st_size
+    published, _ = load_run(dest)  # "best" falls back to final.pt
+    original, _ = load_run(trained_run)
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(published(x).argmax(1), original(x).argmax(1))
+        for (name, a), b in zip(published.state_dict().items(), original.state_dict().values()):
+            assert torch.allclose(a.float(), b.float(), rtol=1e-2, atol=1e-2), name
+
+
+def test_unfinished_run_is_refused(trained_run, tmp_path, capsys):
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "config.json").write_text((trained_run / "config.json").read_text())
+    with pytest.raises(CheckpointError, match="not a finished run .*metrics.csv, test.json, best.pt"):
+        publish_run(partial, tmp_path / "out")
+    with pytest.raises(SystemExit) as stopped:
+        main([str(partial), str(tmp_path / "out")])
+    assert stopped.value.code == 2 and "not a finished run" in capsys.readouterr().err
