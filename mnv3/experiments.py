@@ -7,37 +7,40 @@ the command line: ``python -m mnv3.train --experiment mnist_small --epochs 5 --l
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["Experiment", "EXPERIMENTS", "PROFILES", "get_experiment"]
+
+
+def _field(default, help: str):
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
 class Experiment:
     # what is trained
-    dataset: str
-    arch: str  # "small", "large" or a path to a spec file
-    drop_first_strides: int = 0  # the original's CIFAR-10 "stride 1" model sets the first two to 1
-    width_mult: float = 1.0
-    dropout: float = 0.2
-    image_size: int = 0  # 0 = the dataset's native size; 224 reproduces the original's upsampling
+    dataset: str = _field("mnist", "mnist, fashion_mnist, kmnist, cifar10, cifar100 or synthetic (tests)")
+    arch: str = _field("small", "small, large or the path to a spec JSON file")
+    drop_first_strides: int = _field(0, "set the first N stride-2 layers (stem first) to 1; 2 = the original's CIFAR 'stride 1'")
+    width_mult: float = _field(1.0, "the paper's width multiplier (channels rounded to multiples of 8)")
+    dropout: float = _field(0.2, "dropout before the last layer")
+    image_size: int = _field(0, "input size; 0 = native (28/32), 224 = the original's bilinear upsampling")
     # how long, and on how much
-    epochs: int = 10
-    batch_size: int = 128  # global: split across DDP ranks
-    max_train_samples: int = 0  # 0 = the whole training split
-    val_fraction: float = 0.1  # held out of the training set, with a fixed seed
+    epochs: int = _field(10, "passes over the training split")
+    batch_size: int = _field(128, "global batch size, split across DDP processes")
+    max_train_samples: int = _field(0, "train on the first N images of the training split; 0 = all")
+    val_fraction: float = _field(0.1, "share of the training set held out for validation (fixed seed)")
     # optimisation: SGD with Nesterov momentum, linear warmup then cosine decay to zero, per step
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-5  # not applied to BatchNorm parameters and biases
-    warmup_epochs: float = 1.0
-    label_smoothing: float = 0.1
-    # torchvision's BN momentum (0.01) leaves the running statistics behind in short runs
-    bn_momentum: float = 0.1
+    lr: float = _field(0.1, "peak learning rate (SGD, Nesterov momentum)")
+    momentum: float = _field(0.9, "SGD momentum")
+    weight_decay: float = _field(5e-5, "L2 on conv and linear weights (never on BatchNorm or biases)")
+    warmup_epochs: float = _field(1.0, "linear warmup before the cosine decay")
+    label_smoothing: float = _field(0.1, "label smoothing of the cross-entropy loss")
+    bn_momentum: float = _field(0.1, "BatchNorm momentum while training (torchvision's 0.01 lags in short runs)")
     # speed
-    channels_last: bool = True
-    amp: str = "bf16"  # on CUDA: "bf16", "fp16" (with a gradient scaler) or "off"; the CPU runs fp32
-    compile: bool = False
+    channels_last: bool = _field(True, "NHWC memory format (several times faster for these convolutions on our CPUs)")
+    amp: str = _field("bf16", "mixed precision on CUDA: bf16, fp16 (with a gradient scaler) or off; the CPU runs fp32")
+    compile: bool = _field(False, "torch.compile the model (worth it on GPUs)")
 
 
 PROFILES = ("quick", "full")

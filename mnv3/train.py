@@ -66,10 +66,7 @@ def _experiments_help() -> str:
             f"  {name:18s} {quick.dataset}, {quick.arch}, drop_first_strides={quick.drop_first_strides}: "
             f"{quick.epochs} / {full.epochs} epochs"
         )
-    lines.append("\nfields (each can be overridden with --FIELD VALUE, e.g. --epochs 5 --batch-size 64):")
-    default = get_experiment("mnist_small", "quick")
-    for f in dataclasses.fields(Experiment):
-        lines.append(f"  --{f.name.replace('_', '-'):20s} ({f.type}) e.g. {getattr(default, f.name)}")
+    lines.append("\nEach profile sets the fields above; any field can be overridden, e.g. --epochs 5 --batch-size 64.")
     lines.append(
         "\nexamples:\n"
         "  python -m mnv3.train --experiment mnist_small                  # quick profile, CPU minutes\n"
@@ -100,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     fields = parser.add_argument_group("experiment fields (override the profile's values)")
     for f in dataclasses.fields(Experiment):
         kind = {"int": int, "float": float, "bool": _parse_bool, "str": str}[str(f.type)]
-        fields.add_argument(f"--{f.name.replace('_', '-')}", dest=f"field_{f.name}", type=kind, default=None, metavar=str(f.type).upper())
+        fields.add_argument(
+            f"--{f.name.replace('_', '-')}", dest=f"field_{f.name}", type=kind, default=None, metavar=str(f.type).upper(), help=f.metadata["help"]
+        )
     return parser
 
 
