@@ -18,3 +18,50 @@ $(VENV)/.installed: pyproject.toml
 
 test: setup
 	$(PY) -m pytest -q
+
+# ------------------------------------------------------------------ data, training and reports
+# PROFILE=quick (the default): minutes on a 2-core CPU; runs in runs/quick/, reports in
+# reports/quick/ (both git-ignored). PROFILE=full is for a GPU: `make train` writes runs/full/,
+# while `make reports` reads the committed copies in reports/full/runs/ and writes reports/full/.
+# Offline machines: MNV3_DATA_MIRROR=DIR (environment or command line) is passed to every step.
+PROFILE ?= quick
+# The same list as mnv3.experiments.EXPERIMENTS (a test keeps them equal).
+EXPERIMENTS := mnist_small cifar10_small_s2 cifar10_small_s1 cifar10_large_s1
+DATASETS := mnist cifar10
+DATA_ROOT ?= data
+TRAIN_OUT ?= runs
+RUNS_DIR ?= $(if $(filter full,$(PROFILE)),reports/full/runs,$(TRAIN_OUT)/$(PROFILE))
+REPORTS_DIR ?= reports/$(PROFILE)
+TRAIN_ARGS ?=
+REPORT_ARGS ?=
+MIRROR_ARG = $(if $(MNV3_DATA_MIRROR),--data-mirror $(MNV3_DATA_MIRROR))
+
+.PHONY: data train reports all
+
+# Decode each dataset split once into $(DATA_ROOT)/cache/<name>-<split>.pt.
+data: $(foreach d,$(DATASETS),$(DATA_ROOT)/cache/$(d)-train.pt $(DATA_ROOT)/cache/$(d)-test.pt)
+
+$(DATA_ROOT)/cache/%.pt: | setup
+	$(PY) -m mnv3.data --root $(DATA_ROOT) $(MIRROR_ARG) $*
+
+# Every experiment of PROFILE. A run whose test.json exists is not retrained (delete its folder to
+# retrain it); an interrupted one (last.pt, no test.json) is resumed. Several GPUs:
+# TRAIN_CMD="torchrun --nproc_per_node 4 -m mnv3.train".
+TRAIN_CMD ?= $(PY) -m mnv3.train
+train: $(foreach e,$(EXPERIMENTS),$(TRAIN_OUT)/$(PROFILE)/$(e)/test.json)
+
+$(TRAIN_OUT)/$(PROFILE)/%/test.json: | data
+	$(TRAIN_CMD) --experiment $* --profile $(PROFILE) --out $(TRAIN_OUT) --data-root $(DATA_ROOT) $(MIRROR_ARG) $(TRAIN_ARGS) $(if $(wildcard $(TRAIN_OUT)/$(PROFILE)/$*/last.pt),--resume)
+
+# Execute the notebooks into $(REPORTS_DIR)/notebooks/, convert them to $(REPORTS_DIR)/*.html and
+# write $(REPORTS_DIR)/index.html. A failing cell fails make, naming the notebook and the cell.
+reports: | setup
+	$(PY) -m mnv3.reports run --profile $(PROFILE) --runs-dir $(RUNS_DIR) --out $(REPORTS_DIR) --data-root $(DATA_ROOT) $(MIRROR_ARG) $(REPORT_ARGS)
+
+# In order, also under -j.
+all:
+	$(MAKE) data
+	$(MAKE) train
+	$(MAKE) reports
+
+# (export, android-assets and bench targets go below.)

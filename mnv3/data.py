@@ -501,3 +501,42 @@ def iterate_batches(
     if drop_last and batches and len(batches[-1]) < batch_size:
         batches.pop()
     return iter(batches)
+
+
+# --------------------------------------------------------------------------------------------
+# Command line: decode and cache datasets ahead of training (`make data`)
+# --------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m mnv3.data mnist cifar10``: fill ``<root>/cache/`` so training only reads it.
+
+    A NAME caches both splits; NAME-SPLIT (e.g. ``mnist-test``) caches one.
+    """
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="python -m mnv3.data",
+        description="Decode datasets once into <root>/cache/<name>-<split>.pt (from the mirror or torchvision).",
+    )
+    parser.add_argument("datasets", nargs="+", metavar="NAME[-SPLIT]",
+                        help=f"datasets ({', '.join(sorted(DATASETS))}), optionally with -train or -test")
+    parser.add_argument("--root", default="data", help="data root (default data)")
+    parser.add_argument("--data-mirror", default=None, metavar="DIR", help="offline mirror (default: $MNV3_DATA_MIRROR)")
+    args = parser.parse_args(argv)
+    try:
+        for item in args.datasets:
+            name, _, split = item.partition("-") if item.rsplit("-", 1)[-1] in _SPLITS else (item, "", "")
+            for s in [split] if split else list(_SPLITS):
+                images, labels = load_split(name, s, root=args.root, mirror=args.data_mirror)
+                print(f"{name} {s}: {tuple(images.shape)} uint8, {len(labels)} labels"
+                      + ("" if name == "synthetic" else f" -> {Path(args.root) / 'cache' / f'{name}-{s}.pt'}"))
+    except (DataUnavailableError, ValueError) as err:
+        print(f"python -m mnv3.data: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,327 @@
+"""The notebooks, executed headlessly through the same runner as `make reports`, and their HTML.
+
+The notebooks run with fast parameters on the tiny runs of conftest (trained on the synthetic
+dataset, so no real data is needed). The checks look inside the pages: the embedded figures
+(PNG data URIs) and the rows of the tables, not just the files.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from mnv3 import build_model, model_from_config, reports
+from mnv3.experiments import EXPERIMENTS
+from mnv3.summary import summarize, totals
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Small enough that every notebook runs in seconds; the kernels' start dominates.
+FAST = {
+    "points": 241,
+    "timing_elements": 20_000,
+    "timing_repeats": 3,
+    "check_input_size": 64,
+    "max_samples": 256,
+    "num_misclassified": 8,
+}
+
+FIGURE = 'src="data:image/png;base64,'
+# Figures each page must embed at least (05 adds its misclassified grid when there are mistakes).
+MIN_FIGURES = {"01_nonlinearities": 2, "02_architecture": 1, "03_train_mnist": 2, "04_train_cifar10": 4, "05_evaluate": 1}
+
+
+@pytest.fixture(scope="module")
+def report_run(tiny_runs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("reports") / "quick"
+    messages: list[str] = []
+    results = reports.run_reports(
+        "quick",
+        runs_dir=tiny_runs,
+        reports_dir=out,
+        data_root=tmp_path_factory.mktemp("data"),
+        overrides=FAST,
+        log=messages.append,
+    )
+    return {"results": results, "out": out, "runs": tiny_runs, "log": messages}
+
+
+def page(report_run, name: str) -> str:
+    return (report_run["out"] / f"{name}.html").read_text(encoding="utf-8")
+
+
+def table_rows(html: str) -> list[str]:
+    return re.findall(r"<tr.*?</tr>", html, flags=re.S)
+
+
+def cells(row: str) -> list[str]:
+    return [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", row, flags=re.S)]
+
+
+# ------------------------------------------------------------------------------ execution
+
+
+def test_every_notebook_executes_headlessly(report_run):
+    results = report_run["results"]
+    expected = [nb.report_name(e) for nb in reports.NOTEBOOKS for e in nb.executions()]
+    assert [r.name for r in results] == expected
+    failed = [r.message for r in results if r.status != "ok"]
+    assert not failed, failed
+    for r in results:
+        assert r.html.is_file() and r.html.parent == report_run["out"]
+        executed = report_run["out"] / "notebooks" / f"{r.name}.ipynb"
+        assert executed.is_file()
+        nb = nbformat.read(executed, as_version=4)
+        # papermill injected the runner's parameters, with absolute paths
+        injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+        assert len(injected) == 1
+        if "runs_dir" in injected[0].source:
+            assert str(report_run["runs"]) in injected[0].source
+        if r.notebook.name in ("03_train_mnist", "04_train_cifar10"):
+            assert "launch_training = False" in injected[0].source
+
+
+@pytest.mark.parametrize("notebook", [nb.name for nb in reports.NOTEBOOKS])
+def test_pages_embed_their_figures(report_run, notebook):
+    nb = reports.notebook_by_name(notebook)
+    for experiment in nb.executions():
+        html = page(report_run, nb.report_name(experiment))
+        expected = MIN_FIGURES.get(notebook, 0)
+        if notebook == "05_evaluate" and "No test image was misclassified" not in html:
+            expected += 1  # the grid of misclassified images
+        assert html.count(FIGURE) >= expected, f"{nb.report_name(experiment)}: {html.count(FIGURE)} figures"
+
+
+def test_evaluation_pages_show_a_misclassified_grid(report_run):
+    # The tiny CIFAR-10 runs are far from perfect, so at least those show the grid.
+    pages = [page(report_run, f"05_evaluate-{e}") for e in EXPERIMENTS]
+    assert any("misclassified test images" in p and p.count(FIGURE) >= 2 for p in pages)
+
+
+# ------------------------------------------------------------------------------ tables
+
+
+def test_nonlinearities_page_has_the_errors_and_timings(report_run):
+    html = page(report_run, "01_nonlinearities")
+    rows = [cells(r) for r in table_rows(html)]
+    functions = {r[0] for r in rows if r}
+    assert {"h-sigmoid", "h-swish"} <= functions  # the maximum-error table
+    assert {"sigmoid", "h-sigmoid (fused)", "swish (x * sigmoid(x))", "h-swish (fused)"} <= functions  # the timings
+    error = next(r for r in rows if r and r[0] == "h-swish")
+    assert error[1] == "swish" and 0.1 < float(error[2]) < 0.2  # max |h-swish - swish| on [-6, 6] is 0.14
+
+
+def test_architecture_page_has_both_tables_row_by_row(report_run):
+    html = page(report_run, "02_architecture")
+    rows = [cells(r) for r in table_rows(html)]
+    for arch, n_rows in (("small", 16), ("large", 20)):
+        expected = summarize(build_model(arch), 224)
+        assert len(expected) == n_rows
+        for i, row in enumerate(expected, start=1):
+            wanted = [str(i), row["input"], row["operator"], "-" if row["exp_size"] is None else str(row["exp_size"]),
+                      str(row["out"]), "✓" if row["se"] else "-", row["nl"] or "-", str(row["stride"]),
+                      str(row["params"]), str(row["macs"])]
+            assert wanted in rows, f"{arch} row {i} missing: {wanted}"
+    # totals against the paper and torchvision, and the live equivalence check
+    assert any(r[:3] == ["MobileNetV3-Small 1.0", "2542856", "2542856"] for r in rows)
+    assert any(r[:3] == ["MobileNetV3-Large 1.0", "5483032", "5483032"] for r in rows)
+    assert "mnv3 and torchvision compute the same function" in html
+    for name in EXPERIMENTS:
+        assert any(r and r[0] == name for r in rows)
+
+
+def test_training_pages_list_the_runs(report_run):
+    for notebook, names in (("03_train_mnist", ["mnist_small"]), ("04_train_cifar10", EXPERIMENTS[1:])):
+        html = page(report_run, notebook)
+        rows = [cells(r) for r in table_rows(html)]
+        for name in names:
+            test = json.loads((report_run["runs"] / name / "test.json").read_text())
+            row = next(r for r in rows if r and r[0] == name)
+            assert reports.format_accuracy(test["test_accuracy"]) in row
+        assert "Missing runs" not in html
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_evaluation_page_tables(report_run, experiment):
+    html = page(report_run, f"05_evaluate-{experiment}")
+    rows = [cells(r) for r in table_rows(html)]
+    first = {r[0] for r in rows if r}
+    config = json.loads((report_run["runs"] / experiment / "config.json").read_text())
+    from mnv3.data import dataset_info
+
+    names = dataset_info(config["dataset"]).classes
+    # the classification report: one row per class, then the averages
+    for name in [*names, "accuracy", "macro avg", "weighted avg"]:
+        assert name in first, name
+    report_rows = [r for r in rows if r and r[0] in names]
+    assert sum(int(r[-1]) for r in report_rows[: len(names)]) == FAST["max_samples"]
+    # micro, macro and weighted averages
+    assert {"micro", "macro", "weighted"} <= first
+    assert "confusion matrix" in html
+    assert "most-confused pairs" in html.lower()
+
+
+# ------------------------------------------------------------------------------ the index
+
+
+def test_index_links_every_report_and_summarises_every_experiment(report_run):
+    html = page(report_run, "index")
+    for r in report_run["results"]:
+        assert f"href='{r.html.name}'" in html
+    rows = {cells(r)[0]: cells(r) for r in table_rows(html) if cells(r)}
+    header = rows["Experiment"]
+    assert header[:10] == ["Experiment", "Dataset", "Model", "Image size", "Epochs", "Test accuracy", "Parameters",
+                           "MACs", "Training time (s)", "Device"]
+    for name in EXPERIMENTS:
+        run_dir = report_run["runs"] / name
+        test = json.loads((run_dir / "test.json").read_text())
+        config = json.loads((run_dir / "config.json").read_text())
+        model = model_from_config(config["model"])
+        t = totals(summarize(model, config["image_size"]))
+        row = dict(zip(header, rows[name]))
+        assert row["Test accuracy"] == reports.format_accuracy(test["test_accuracy"])
+        assert row["Parameters"] == f"{t['params']:,}" == f"{test['parameters']:,}"
+        assert row["MACs"] == f"{t['macs'] / 1e6:.2f}M"
+        assert row["Training time (s)"] == f"{test['train_seconds']:.1f}"
+        assert row["Device"] == test["device"]
+        assert f"05_evaluate-{name}.html" in html
+
+
+def test_experiment_summary_reads_a_run(trained_run, tmp_path):
+    row = reports.experiment_summary(trained_run)
+    test = json.loads((trained_run / "test.json").read_text())
+    assert row["status"] == "ok" and row["experiment"] == "mnist_small"
+    assert row["test_accuracy"] == test["test_accuracy"] and row["parameters"] == test["parameters"]
+    assert row["macs"] > 0 and row["train_seconds"] == pytest.approx(test["train_seconds"])
+    assert reports.experiment_summary(tmp_path / "nothing") == {"experiment": "nothing", "status": "missing"}
+
+
+# ------------------------------------------------------------------------------ missing runs, failures
+
+
+def test_missing_runs_render_pages_naming_the_make_target(tmp_path):
+    empty = tmp_path / "runs" / "quick"
+    empty.mkdir(parents=True)
+    only = ["03_train_mnist", "05_evaluate"]
+    results = reports.run_reports("quick", runs_dir=empty, reports_dir=tmp_path / "out", only=only, log=lambda m: None)
+    by_name = {r.name: r for r in results}
+    assert by_name["03_train_mnist"].status == "ok"  # 03 runs, and says what is missing
+    html = (tmp_path / "out" / "03_train_mnist.html").read_text()
+    assert "Missing runs" in html and "make train PROFILE=quick" in html and "runs/quick/mnist_small/test.json" in html
+    for experiment in EXPERIMENTS:  # 05 is not executed without its run
+        r = by_name[f"05_evaluate-{experiment}"]
+        assert r.status == "missing"
+        page_html = r.html.read_text()
+        assert "make train PROFILE=quick" in page_html and experiment in page_html
+    index = (tmp_path / "out" / "index.html").read_text()
+    assert "no run folder" in index and "make train PROFILE=quick" in index
+    # pages not executed this time are listed as not generated yet
+    assert "01_nonlinearities" not in {r.notebook.name for r in results}
+    assert "Nonlinearities" in index and "not generated yet" in index
+
+
+def test_a_failing_cell_fails_the_run_and_names_notebook_and_cell(tmp_path, monkeypatch, capsys):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell("runs_dir = 'x'")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# broken"), params, nbformat.v4.new_code_cell("x = 1"),
+                nbformat.v4.new_code_cell("raise ValueError('boom')"), nbformat.v4.new_code_cell("y = 2")]
+    source = tmp_path / "99_broken.ipynb"
+    nbformat.write(nb, source)
+    monkeypatch.setattr(reports, "NOTEBOOKS", [reports.Notebook("99_broken", "Broken", source=source)])
+    code = reports.main(["run", "--profile", "quick", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 1
+    line = next(l for l in err.splitlines() if l.startswith("error: notebook"))
+    assert str(source) in line
+    assert re.search(r'cell 4, In \[\d+\] \("raise ValueError\(\'boom\'\)"\)', line), line
+    assert "ValueError: boom" in line
+    assert (tmp_path / "out" / "99_broken.html").is_file()  # the traceback is on the page
+    assert "FAILED" in (tmp_path / "out" / "index.html").read_text()
+
+
+def test_quick_profile_never_writes_into_the_full_reports(tmp_path):
+    with pytest.raises(ValueError, match="must not write into"):
+        reports.run_reports("quick", runs_dir=tmp_path, reports_dir=REPO / "reports" / "full")
+    with pytest.raises(ValueError, match="must not write into"):
+        reports.run_reports("quick", runs_dir=tmp_path, reports_dir=REPO / "reports" / "full" / "sub")
+    assert reports.default_runs_dir("full") == REPO / "reports" / "full" / "runs"
+    assert reports.default_runs_dir("quick") == REPO / "runs" / "quick"
+
+
+# ------------------------------------------------------------------------------ notebooks and Makefile
+
+
+@pytest.mark.parametrize("notebook", [nb.name for nb in reports.NOTEBOOKS])
+def test_notebooks_are_stored_clean_with_a_parameters_cell(notebook):
+    nb = nbformat.read(reports.notebook_by_name(notebook).path, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), "clear the outputs before saving"
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    assert nb.cells[0].cell_type == "markdown"
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+
+
+def test_notebooks_declare_the_runners_parameters():
+    import papermill
+
+    for nb in reports.NOTEBOOKS:
+        declared = set(papermill.inspect_notebook(str(nb.path)))
+        if nb.name in ("03_train_mnist", "04_train_cifar10", "05_evaluate"):
+            assert {"runs_dir", "profile", "data_root", "data_mirror"} <= declared, nb.name
+        if nb.per_experiment:
+            assert "experiment" in declared
+        for key in [*nb.parameters, *(k for p in nb.profile_parameters.values() for k in p)]:
+            assert key in declared, f"{nb.name} does not declare {key}"
+        # interactive defaults work from the notebooks/ folder
+        if "runs_dir" in declared:
+            assert papermill.inspect_notebook(str(nb.path))["runs_dir"]["default"].strip("'\"") == "../runs/quick"
+
+
+def _make(*args: str) -> str:
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    out = subprocess.run(["make", "-n", "-s", *args], cwd=REPO, capture_output=True, text=True, check=True)
+    return out.stdout
+
+
+def test_makefile_experiments_match_the_package():
+    text = (REPO / "Makefile").read_text()
+    line = next(l for l in text.splitlines() if l.startswith("EXPERIMENTS :="))
+    assert tuple(line.split(":=", 1)[1].split()) == EXPERIMENTS
+
+
+def test_make_targets_and_profiles(tmp_path):
+    train = _make("train", f"TRAIN_OUT={tmp_path}")
+    for name in EXPERIMENTS:
+        assert f"-m mnv3.train --experiment {name} --profile quick --out {tmp_path}" in train
+    quick = _make("reports", "MNV3_DATA_MIRROR=/some/mirror")
+    assert "-m mnv3.reports run --profile quick --runs-dir runs/quick --out reports/quick" in quick
+    assert "--data-mirror /some/mirror" in quick
+    full = _make("reports", "PROFILE=full")
+    assert "-m mnv3.reports run --profile full --runs-dir reports/full/runs --out reports/full" in full
+    full_train = _make("train", "PROFILE=full", f"TRAIN_OUT={tmp_path}")
+    assert f"--profile full --out {tmp_path}" in full_train
+    data = _make("data", f"DATA_ROOT={tmp_path}", "MNV3_DATA_MIRROR=/m")
+    for split in ("mnist-train", "mnist-test", "cifar10-train", "cifar10-test"):
+        assert f"-m mnv3.data --root {tmp_path} --data-mirror /m {split}" in data
+    # a finished run is not retrained
+    done = tmp_path / "quick" / "mnist_small"
+    done.mkdir(parents=True)
+    (done / "test.json").write_text("{}")
+    # an interrupted run is resumed
+    (tmp_path / "quick" / "cifar10_small_s2").mkdir()
+    (tmp_path / "quick" / "cifar10_small_s2" / "last.pt").write_bytes(b"")
+    train = _make("train", f"TRAIN_OUT={tmp_path}")
+    assert "--experiment mnist_small" not in train
+    resumed = next(line for line in train.splitlines() if "--experiment cifar10_small_s2" in line)
+    assert resumed.rstrip().endswith("--resume")
+    assert "--resume" not in next(line for line in train.splitlines() if "--experiment cifar10_small_s1" in line)
