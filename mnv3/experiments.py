@@ -56,7 +56,7 @@ _BASE = {
 # Full: sized for one H100, all four in about 9 minutes.
 _PROFILE_OVERRIDES = {
     "quick": {
-        "mnist_small": {"epochs": 3, "batch_size": 128, "lr": 0.2, "warmup_epochs": 0.3},
+        "mnist_small": {"epochs": 2, "batch_size": 128, "lr": 0.2, "warmup_epochs": 0.3},
         "cifar10_small_s2": {"epochs": 2, "max_train_samples": 30000, "warmup_epochs": 0.3},
         "cifar10_small_s1": {"epochs": 1, "max_train_samples": 25000, "warmup_epochs": 0.2},
         "cifar10_large_s1": {"epochs": 1, "max_train_samples": 8000, "warmup_epochs": 0.2},

@@ -183,3 +183,14 @@ def test_ddp_two_processes_gloo(tmp_path):
     assert not (tmp_path / "rank1").exists()
     config = __import__("json").loads((tmp_path / "rank0" / "quick" / "mnist_small" / "config.json").read_text())
     assert config["world_size"] == 2
+
+
+@pytest.mark.mirror
+def test_short_real_mnist_run_clears_an_accuracy_bar(data_mirror, tmp_path):
+    """A minute of training on 8,000 real MNIST digits must already beat 90% on the 10,000 test digits."""
+    run_dir = main([
+        "--experiment", "mnist_small", "--out", str(tmp_path), "--data-root", str(tmp_path / "data"),
+        "--data-mirror", str(data_mirror), "--max-train-samples", "8000", "--epochs", "1", "--batch-size", "64", "--warmup-epochs", "0.1",
+    ])
+    result = __import__("json").loads((run_dir / "test.json").read_text())
+    assert result["test_accuracy"] >= 0.90, result
