@@ -1,0 +1,135 @@
+"""Golden-file tests of the Android app's assets (android-demo/app/src/main/assets/<dataset>/).
+
+The app decodes each PNG, turns it into float [0, 1] NCHW (gray: the R byte of each pixel, one
+plane; RGB: three planes) and runs model.pte with ExecuTorch. These tests do the same on the CPU,
+independently of mnv3.export's own helpers (PIL decoding, ExecuTorch's Python runtime), and
+compare with golden.json: predicted index equal, logits within 1e-4.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from export_fixtures import needs_export_extras
+
+from mnv3 import export as ex
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_ASSETS = REPO / "android-demo" / "app" / "src" / "main" / "assets"
+TOLERANCE = 1e-4
+N_IMAGES = 12
+
+
+@pytest.fixture(scope="session")
+def exported(exported_run):
+    return exported_run
+
+
+@pytest.fixture(scope="session")
+def assets(exported, tmp_path_factory):
+    """Assets for the shared (gray, synthetic) run, written by make_android_assets into a tmp dir."""
+    assets_dir = tmp_path_factory.mktemp("assets")
+    done = ex.make_android_assets(exported.run, None, assets_dir, n_images=N_IMAGES, log=None)
+    assert list(done) == [exported.info.name]
+    return assets_dir / exported.info.name
+
+
+def app_input(png: Path, channel_order: str, shape: list[int]) -> torch.Tensor:
+    """What the app feeds the model: Android decodes to ARGB (gray PNGs with R = G = B)."""
+    with Image.open(png) as img:
+        assert img.mode == ("L" if channel_order == "gray" else "RGB"), f"{png}: PNG mode {img.mode}"
+        assert img.size == (shape[3], shape[2]), f"{png}: {img.size} is not the model's W x H"
+        rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)  # H, W, 3
+    planes = rgb[:, :, :1] if channel_order == "gray" else rgb
+    return torch.from_numpy(planes.transpose(2, 0, 1).astype(np.float32) / 255.0)[None].contiguous()
+
+
+def check_golden(folder: Path) -> list[dict]:
+    """Run folder/model.pte on every golden image as the app would and compare with golden.json."""
+    needs_export_extras()
+    from executorch.runtime import Runtime
+
+    manifest = json.loads((folder / "model.json").read_text())
+    golden = json.loads((folder / "golden.json").read_text())
+    assert manifest["format"] == "mnv3-mobile" and manifest["version"] == 1
+    assert golden["dataset"] == manifest["dataset"] == folder.name
+    assert golden["images"], f"{folder}/golden.json lists no images"
+    method = Runtime.get().load_program(folder / manifest["files"]["pte_fp32"]).load_method("forward")
+    shape = manifest["input"]["shape"]
+    for entry in golden["images"]:
+        x = app_input(folder / entry["file"], manifest["input"]["channel_order"], shape)
+        assert list(x.shape) == shape
+        logits = method.execute([x])[0][0]
+        expected = torch.tensor(entry["expected_logits"])
+        assert len(expected) == len(manifest["labels"]) == len(logits)
+        assert int(logits.argmax()) == entry["expected_index"], entry["file"]
+        diff = (logits - expected).abs().max().item()
+        assert diff <= TOLERANCE, f"{folder.name}/{entry['file']}: max |logit - expected| = {diff:.2e}"
+        assert 0 <= entry["label"] < len(manifest["labels"])
+    return golden["images"]
+
+
+def test_generated_assets_match_golden(assets, exported):
+    images = check_golden(assets)
+    assert [e["file"] for e in images] == [f"images/{i:02d}.png" for i in range(N_IMAGES)]
+    assert sorted(p.name for p in (assets / "images").iterdir()) == [f"{i:02d}.png" for i in range(N_IMAGES)]
+    assert {p.name for p in assets.iterdir()} == {"model.pte", "model.json", "golden.json", "images"}
+    # classes in turn, so the demo shows every class
+    assert [e["label"] for e in images] == [i % exported.info.num_classes for i in range(N_IMAGES)]
+
+
+def test_pngs_hold_the_exact_test_pixels(assets, exported):
+    """Lossless: each PNG decodes to the test image it came from, and the true label is its label."""
+    from mnv3.data import load_split
+
+    images, labels = load_split(exported.info.name, "test")
+    for entry in json.loads((assets / "golden.json").read_text())["images"]:
+        with Image.open(assets / entry["file"]) as img:
+            pixels = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy())
+        assert torch.equal(pixels, images[entry["test_index"], 0])
+        assert entry["label"] == int(labels[entry["test_index"]])
+
+
+def test_assets_model_is_the_exported_model(assets, exported):
+    """The app gets the same fp32 program (and the same manifest, files aside) as RUN/export."""
+    assert (assets / "model.pte").read_bytes() == (exported.out / "model.pte").read_bytes()
+    shipped = json.loads((assets / "model.json").read_text())
+    full = json.loads((exported.out / "model.json").read_text())
+    assert shipped["files"] == {"pte_fp32": "model.pte"}
+    for key in ("format", "version", "dataset", "labels", "input", "test_accuracy", "executorch_version", "source_run"):
+        assert shipped[key] == full[key], key
+
+
+def test_rgb_png_round_trip(tmp_path):
+    """CIFAR images: an RGB PNG decodes (as the app does it) to the exact pixels, in R, G, B planes."""
+    image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    ex.save_png(image, tmp_path / "x.png")
+    x = app_input(tmp_path / "x.png", "RGB", [1, 3, 32, 32])
+    assert torch.equal((x[0] * 255).round().to(torch.uint8), image)
+    assert torch.equal(ex.png_to_input(tmp_path / "x.png", "RGB"), x)
+
+
+def test_assets_need_a_run(tmp_path, capsys):
+    with pytest.raises(ex.ExportError, match="at least one run"):
+        ex.make_android_assets(None, None, tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        ex.main(["android-assets", "--assets-dir", str(tmp_path)])
+    assert exit_info.value.code == 2 and "--mnist" in capsys.readouterr().err
+
+
+def test_gray_run_is_refused_for_the_cifar_slot(exported, tmp_path):
+    with pytest.raises(ex.ExportError, match="RGB"):
+        ex.make_android_assets(None, exported.run, tmp_path)
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
+def test_real_app_assets_match_golden(dataset):
+    folder = REAL_ASSETS / dataset
+    if not (folder / "golden.json").is_file():
+        pytest.skip(f"no app assets at {folder.relative_to(REPO)} (generate them with `make android-assets`)")
+    check_golden(folder)
