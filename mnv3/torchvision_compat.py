@@ -5,12 +5,15 @@ is a strict ``load_state_dict``; the work here is reading the architecture off t
 """
 from __future__ import annotations
 
+import math
+
+import torch
 from torch import nn
 
 from .model import MobileNetV3
 from .spec import BlockSpec, HeadSpec, ModelSpec, StemSpec
 
-__all__ = ["from_torchvision", "to_torchvision"]
+__all__ = ["from_torchvision", "to_torchvision", "randomize_weights_"]
 
 
 def _nl(seq: nn.Module) -> str | None:
@@ -97,3 +100,26 @@ def to_torchvision(model: MobileNetV3) -> nn.Module:
     tv.load_state_dict(model.state_dict(), strict=True)
     tv.train(model.training)
     return tv
+
+
+@torch.no_grad()
+def randomize_weights_(model: nn.Module, seed: int) -> nn.Module:
+    """Random weights and BatchNorm statistics, in place, for equivalence checks.
+
+    A fresh model's BatchNorm layers are identities (ones, zeros, running mean 0, var 1), which
+    would hide a swapped or missing BN; after this every weight and statistic shapes the output.
+    """
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * 0.5)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.copy_(torch.randn(n, generator=g) * 0.2)
+        elif isinstance(m, (nn.Conv2d, nn.Linear)):
+            fan_in = m.weight[0].numel()
+            m.weight.copy_(torch.randn(m.weight.shape, generator=g) * math.sqrt(2.0 / fan_in))
+            if m.bias is not None:
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+    return model

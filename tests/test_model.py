@@ -18,7 +18,7 @@ from torch import nn
 from mnv3.layers import HardSigmoid, HardSwish, Sigmoid, Swish
 from mnv3.model import MobileNetV3, build_model
 from mnv3.spec import SpecError, load_spec
-from mnv3.torchvision_compat import from_torchvision, to_torchvision
+from mnv3.torchvision_compat import from_torchvision, randomize_weights_, to_torchvision
 
 TV_BUILDERS = {"small": torchvision.models.mobilenet_v3_small, "large": torchvision.models.mobilenet_v3_large}
 
@@ -42,45 +42,18 @@ VARIANTS = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_intra_op_thread():
-    """These tensors are tiny: one thread is as fast alone and several times faster on a busy machine
-    (two OpenMP threads spinning against other processes cost 5-8x the CPU time)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-@torch.no_grad()
-def randomize_(model: nn.Module, seed: int) -> nn.Module:
-    """Random weights everywhere, BN included, so no layer is the identity and outputs depend on inputs."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=g) * 0.5)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.copy_(torch.randn(n, generator=g) * 0.2)
-        elif isinstance(m, nn.Conv2d):
-            fan_in = m.weight[0].numel()
-            m.weight.copy_(torch.randn(m.weight.shape, generator=g) * math.sqrt(2.0 / fan_in))
-            if m.bias is not None:
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-        elif isinstance(m, nn.Linear):
-            m.weight.copy_(torch.randn(m.weight.shape, generator=g) / math.sqrt(m.in_features))
-            m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-    return model
 
 
 def random_tv(arch: str, num_classes: int = 10, width_mult: float = 1.0, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    return randomize_(TV_BUILDERS[arch](num_classes=num_classes, width_mult=width_mult), seed)
+    return randomize_weights_(TV_BUILDERS[arch](num_classes=num_classes, width_mult=width_mult), seed)
 
 
 # ------------------------------------------------------------------------------ parameter counts
@@ -183,7 +156,7 @@ def test_round_trip_is_identical(arch, width):
 )
 def test_to_torchvision_of_custom_stem_gives_equal_outputs(arch, kwargs, input_shape):
     torch.manual_seed(0)
-    ours = randomize_(build_model(arch, num_classes=10, **kwargs), seed=3).eval()
+    ours = randomize_weights_(build_model(arch, num_classes=10, **kwargs), seed=3).eval()
     tv = to_torchvision(ours).eval()
     assert isinstance(tv, torchvision.models.MobileNetV3)
     assert tv.features[0][0].in_channels == input_shape[1]
@@ -384,7 +357,7 @@ def test_init_check_can_fail():
 
 def test_torch_export_small_matches_eager():
     torch.manual_seed(0)
-    model = randomize_(build_model("small", num_classes=10), seed=5).eval()
+    model = randomize_weights_(build_model("small", num_classes=10), seed=5).eval()
     x = torch.randn(1, 3, 32, 32)
     exported = torch.export.export(model, (x,))
     with torch.no_grad():

@@ -18,14 +18,7 @@ from torchvision.models.mobilenetv3 import MobileNetV3 as TorchvisionMobileNetV3
 from mnv3.model import build_model
 from mnv3.spec import BUILTIN_SPECS, SpecError, load_spec, spec_from_dict
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_intra_op_thread():
-    """These tensors are tiny: one thread is as fast alone and several times faster on a busy machine
-    (two OpenMP threads spinning against other processes cost 5-8x the CPU time)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_dict() -> dict:

@@ -69,14 +69,7 @@ PAPER_LARGE = [
 PAPER_TABLES = {"small": PAPER_SMALL, "large": PAPER_LARGE}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_intra_op_thread():
-    """These tensors are tiny: one thread is as fast alone and several times faster on a busy machine
-    (two OpenMP threads spinning against other processes cost 5-8x the CPU time)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
