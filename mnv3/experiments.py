@@ -59,7 +59,7 @@ _PROFILE_OVERRIDES = {
         "mnist_small": {"epochs": 2, "batch_size": 128, "lr": 0.2, "warmup_epochs": 0.3},
         "cifar10_small_s2": {"epochs": 2, "max_train_samples": 30000, "warmup_epochs": 0.3},
         "cifar10_small_s1": {"epochs": 1, "max_train_samples": 25000, "warmup_epochs": 0.2},
-        "cifar10_large_s1": {"epochs": 1, "max_train_samples": 6000, "val_fraction": 0.05, "warmup_epochs": 0.2},
+        "cifar10_large_s1": {"epochs": 1, "max_train_samples": 12000, "val_fraction": 0.05, "batch_size": 64, "lr": 0.1, "warmup_epochs": 0.2},
     },
     "full": {
         "mnist_small": {"epochs": 20, "batch_size": 256, "lr": 0.4, "warmup_epochs": 1, "compile": True},
