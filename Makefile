@@ -1,4 +1,4 @@
-# mnv3: `make setup` once, then `make all` (data, train, reports) or `make test`.
+# mnv3: `make setup` once, then `make all` (data, train, export, reports) or `make test`.
 PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -25,6 +25,8 @@ test: setup
 # while `make reports` reads the committed copies in reports/full/runs/ and writes reports/full/.
 # Offline machines: MNV3_DATA_MIRROR=DIR (environment or command line) is passed to every step.
 PROFILE ?= quick
+# Our offline machines keep a dataset mirror beside the checkout; elsewhere torchvision downloads.
+MNV3_DATA_MIRROR ?= $(wildcard ../shared/datasets)
 # The same list as mnv3.experiments.EXPERIMENTS (a test keeps them equal).
 EXPERIMENTS := mnist_small cifar10_small_s2 cifar10_small_s1 cifar10_large_s1
 DATASETS := mnist cifar10
@@ -62,6 +64,31 @@ reports: | setup
 all:
 	$(MAKE) data
 	$(MAKE) train
+	$(MAKE) export
 	$(MAKE) reports
 
 # (export, android-assets and bench targets go below.)
+
+# Export every finished run of PROFILE (a run folder with test.json) to RUN/export/: model.pte
+# (ExecuTorch fp32, the app's file), model_int8.pte, model.ptl (legacy), model.onnx, model.json and
+# parity.json / parity.md, which notebooks/06_export.ipynb shows. A run is re-exported when its
+# test.json is newer than its parity.json. PROFILE=full exports the committed reports/full/runs/
+# (only parity.json, parity.md and model.json of those are committed; see .gitignore).
+# The quick profile times fewer batch-1 runs and compares fewer images: see EXPORT_ARGS below.
+EXPORT_ARGS ?= $(if $(filter quick,$(PROFILE)),--latency-runs 30 --parity-samples 128)
+EXPORTS = $(strip $(foreach e,$(EXPERIMENTS),$(if $(wildcard $(RUNS_DIR)/$(e)/test.json),$(RUNS_DIR)/$(e)/export/parity.json)))
+ANDROID_RUNS := $(RUNS_DIR)/mnist_small $(RUNS_DIR)/cifar10_small_s1
+
+.PHONY: export android-assets
+
+export: $(EXPORTS)
+	$(if $(EXPORTS),,@echo "make export: no finished run in $(RUNS_DIR); train them first: make train PROFILE=$(PROFILE)")
+
+$(RUNS_DIR)/%/export/parity.json: $(RUNS_DIR)/%/test.json | setup
+	$(PY) -m mnv3.export $(RUNS_DIR)/$* --data-root $(DATA_ROOT) $(MIRROR_ARG) $(EXPORT_ARGS)
+
+# The Android app's assets (android-demo/app/src/main/assets/{mnist,cifar10}/, git-ignored): the
+# fp32 model.pte of mnist_small and cifar10_small_s1 (copied from their exports), model.json, test
+# images and golden.json.
+android-assets: $(foreach r,$(ANDROID_RUNS),$(r)/export/parity.json)
+	$(PY) -m mnv3.export android-assets --mnist $(RUNS_DIR)/mnist_small --cifar $(RUNS_DIR)/cifar10_small_s1 --data-root $(DATA_ROOT) $(MIRROR_ARG)

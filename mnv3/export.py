@@ -931,6 +931,7 @@ def _export_run(
             latency_runs=latency_runs, require_full_delegation=require_full_delegation, say=say,
         )  # fmt: skip
         parity["export_seconds"] = dict(timings)
+        parity["delegation"] = delegation  # per .pte format: delegation_report (notebooks/06_export shows it)
         timings["parity"] = round(time.perf_counter() - start, 2)
         write_parity(parity, out_dir)
         say(f"  parity report: {out_dir / 'parity.md'} ({timings['parity']:.1f} s)")

@@ -188,6 +188,15 @@ NOTEBOOKS: list[Notebook] = [
         parameters={"launch_export": False},
         requires=(RUN_REQUIREMENT, Requirement("{runs_dir}/{experiment}/export/parity.json", EXPORT_HINT)),
     ),
+    Notebook(
+        "07_benchmarks",
+        "Benchmarks",
+        "CPU latency against torchvision and the mobile runtimes, training throughput, and the "
+        "accuracy-latency frontier over width multipliers.",
+        # Reads reports/bench/*.json, written by `make bench` (python -m mnv3.bench).
+        parameters={"bench_dir": str(REPO / "reports" / "bench")},
+        requires=(Requirement("{repo}/reports/bench/inference.json", "`make bench`"),),
+    ),
 ]
 
 

@@ -7,6 +7,7 @@ dataset, so no real data is needed). The checks look inside the pages: the embed
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -33,11 +34,23 @@ FAST = {
 
 FIGURE = 'src="data:image/png;base64,'
 # Figures each page must embed at least (05 adds its misclassified grid when there are mistakes).
-MIN_FIGURES = {"01_nonlinearities": 2, "02_architecture": 1, "03_train_mnist": 2, "04_train_cifar10": 4, "05_evaluate": 1}
+MIN_FIGURES = {"01_nonlinearities": 2, "02_architecture": 1, "03_train_mnist": 2, "04_train_cifar10": 4, "05_evaluate": 1,
+               "06_export": 1}
+
+
+def _exported_experiments(request) -> list[str]:
+    """The experiments of tiny_runs with an export: mnist_small (conftest's exported_run, made once
+    per session), or none where the export extras are not installed."""
+    try:
+        request.getfixturevalue("exported_run")
+    except pytest.skip.Exception:
+        return []
+    return ["mnist_small"]
 
 
 @pytest.fixture(scope="module")
-def report_run(tiny_runs, tmp_path_factory):
+def report_run(tiny_runs, tmp_path_factory, request):
+    exported = _exported_experiments(request)
     out = tmp_path_factory.mktemp("reports") / "quick"
     messages: list[str] = []
     results = reports.run_reports(
@@ -48,7 +61,12 @@ def report_run(tiny_runs, tmp_path_factory):
         overrides=FAST,
         log=messages.append,
     )
-    return {"results": results, "out": out, "runs": tiny_runs, "log": messages}
+    return {"results": results, "out": out, "runs": tiny_runs, "log": messages, "exported": exported}
+
+
+def not_executed(report_run, result) -> bool:
+    """06_export is executed only for the runs that have an export; the others get a page naming make export."""
+    return result.notebook.name == "06_export" and result.experiment not in report_run["exported"]
 
 
 def page(report_run, name: str) -> str:
@@ -70,10 +88,13 @@ def test_every_notebook_executes_headlessly(report_run):
     results = report_run["results"]
     expected = [nb.report_name(e) for nb in reports.NOTEBOOKS for e in nb.executions()]
     assert [r.name for r in results] == expected
-    failed = [r.message for r in results if r.status != "ok"]
+    failed = [r.message for r in results if r.status != "ok" and not not_executed(report_run, r)]
     assert not failed, failed
     for r in results:
         assert r.html.is_file() and r.html.parent == report_run["out"]
+        if not_executed(report_run, r):
+            assert r.status == "missing" and "export/parity.json" in r.message and "make export" in r.message
+            continue
         executed = report_run["out"] / "notebooks" / f"{r.name}.ipynb"
         assert executed.is_file()
         nb = nbformat.read(executed, as_version=4)
@@ -84,12 +105,17 @@ def test_every_notebook_executes_headlessly(report_run):
             assert str(report_run["runs"]) in injected[0].source
         if r.notebook.name in ("03_train_mnist", "04_train_cifar10"):
             assert "launch_training = False" in injected[0].source
+        if r.notebook.name == "06_export":
+            assert "launch_export = False" in injected[0].source
 
 
 @pytest.mark.parametrize("notebook", [nb.name for nb in reports.NOTEBOOKS])
 def test_pages_embed_their_figures(report_run, notebook):
     nb = reports.notebook_by_name(notebook)
-    for experiment in nb.executions():
+    executed = [e for e in nb.executions() if not (notebook == "06_export" and e not in report_run["exported"])]
+    if not executed:
+        pytest.skip("no run was exported (the export extras are not installed)")
+    for experiment in executed:
         html = page(report_run, nb.report_name(experiment))
         expected = MIN_FIGURES.get(notebook, 0)
         if notebook == "05_evaluate" and "No test image was misclassified" not in html:
@@ -164,6 +190,74 @@ def test_evaluation_page_tables(report_run, experiment):
     assert {"micro", "macro", "weighted"} <= first
     assert "confusion matrix" in html
     assert "most-confused pairs" in html.lower()
+
+
+def html_table(html: str, marker: str) -> dict[str, list[str]]:
+    """The rows, keyed by their first cell, of the page's first table whose text holds ``marker``."""
+    table = next(t for t in re.findall(r"<table.*?</table>", html, flags=re.S) if marker in t)
+    return {c[0]: c for c in map(cells, table_rows(table)) if c}
+
+
+def test_export_page_tables(report_run):
+    if "mnist_small" not in report_run["exported"]:
+        pytest.skip("no run was exported (the export extras are not installed)")
+    html = page(report_run, "06_export-mnist_small")
+    export_dir = report_run["runs"] / "mnist_small" / "export"
+    parity = json.loads((export_dir / "parity.json").read_text())
+    manifest = json.loads((export_dir / "model.json").read_text())
+    # the parity table: one row per artefact, with its file, size, logit difference, agreement, accuracy, latency
+    table = html_table(html, "max abs logit diff vs eager")
+    rows = {row["artefact"]: row for row in parity["rows"]}
+    assert list(rows) == ["eager", "pte", "pte-int8", "ptl", "onnx"]
+    for name, row in rows.items():
+        shown = table[reports.ARTEFACT_LABELS[name]]
+        assert reports.format_accuracy(row["test_accuracy"]) in shown
+        assert f"{row['latency_ms_median']:.3f}" in shown
+        assert f"{row['max_abs_logit_diff']:.2e}" in shown
+        assert f"{100 * row['top1_agreement']:.2f}%" in shown
+        assert f"{row['latency_ms_median'] / rows['eager']['latency_ms_median']:.2f}x" in shown
+        if name != "eager":
+            assert row["file"] in shown and f"{row['size_bytes'] / 1e6:.2f}" in shown
+    assert "legacy" in reports.ARTEFACT_LABELS["ptl"]
+    # the int8 budget, stated from the accuracies
+    drop = 100 * (rows["pte"]["test_accuracy"] - rows["pte-int8"]["test_accuracy"])
+    assert f"{abs(drop):.2f} points" in html
+    assert ("Budget met" if drop <= 1.0 else "Budget not met") in html
+    # the XNNPACK delegation of both programs, and the ops inside the delegate
+    delegation = html_table(html, "fully delegated")
+    for label in ("ExecuTorch .pte fp32", "ExecuTorch .pte int8"):
+        assert delegation[label][1] == "yes" and "XnnpackBackend" in delegation[label]
+    assert "aten.convolution.default" in html_table(html, "op in the delegate")
+    # model.json, field by field
+    fields = html_table(html, "source_run.checkpoint_sha256")
+    assert fields["input.channel_order"][1] == "gray"
+    assert fields["input.shape"][1] == "1, 1, 28, 28"
+    assert fields["files.pte_fp32"][1] == "model.pte"
+    assert fields["source_run.checkpoint_sha256"][1] == manifest["source_run"]["checkpoint_sha256"]
+    assert fields["labels"][1] == ", ".join(manifest["labels"])
+    assert html.count(FIGURE) >= 1  # size, latency and accuracy panels
+
+
+def test_unexported_runs_get_a_page_naming_make_export(report_run):
+    for experiment in EXPERIMENTS:
+        if experiment in report_run["exported"]:
+            continue
+        html = page(report_run, f"06_export-{experiment}")
+        assert "not executed" in html and "make export PROFILE=quick" in html
+        assert f"{experiment}/export/parity.json" in html
+
+
+def test_export_page_never_exports_headlessly(trained_run, tmp_path):
+    # A run without an export: even with launch_export=True the runner does not execute the notebook.
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    shutil.copytree(trained_run, runs / "mnist_small", ignore=shutil.ignore_patterns("export"))
+    nb = reports.notebook_by_name("06_export")
+    results = reports.run_reports("quick", runs_dir=runs, reports_dir=tmp_path / "out", only=["06_export"],
+                                  overrides={"launch_export": True}, log=lambda m: None)
+    assert [r.status for r in results] == ["missing"] * len(nb.executions())
+    assert not (runs / "mnist_small" / "export").exists()
+    assert "make export PROFILE=quick" in (tmp_path / "out" / "06_export-mnist_small.html").read_text()
 
 
 # ------------------------------------------------------------------------------ the index
@@ -275,7 +369,7 @@ def test_notebooks_declare_the_runners_parameters():
 
     for nb in reports.NOTEBOOKS:
         declared = set(papermill.inspect_notebook(str(nb.path)))
-        if nb.name in ("03_train_mnist", "04_train_cifar10", "05_evaluate"):
+        if nb.name in ("03_train_mnist", "04_train_cifar10", "05_evaluate", "06_export"):
             assert {"runs_dir", "profile", "data_root", "data_mirror"} <= declared, nb.name
         if nb.per_experiment:
             assert "experiment" in declared
@@ -325,3 +419,27 @@ def test_make_targets_and_profiles(tmp_path):
     resumed = next(line for line in train.splitlines() if "--experiment cifar10_small_s2" in line)
     assert resumed.rstrip().endswith("--resume")
     assert "--resume" not in next(line for line in train.splitlines() if "--experiment cifar10_small_s1" in line)
+
+
+def test_make_export_and_android_assets(tmp_path):
+    assert "no finished run in" in _make("export", f"TRAIN_OUT={tmp_path}")
+    quick = tmp_path / "quick"
+    for name in ("mnist_small", "cifar10_small_s1", "cifar10_large_s1"):
+        (quick / name).mkdir(parents=True)
+        (quick / name / "test.json").write_text("{}")
+    # cifar10_large_s1 was exported after it was trained: not redone
+    (quick / "cifar10_large_s1" / "export").mkdir()
+    (quick / "cifar10_large_s1" / "export" / "parity.json").write_text("{}")
+    os.utime(quick / "cifar10_large_s1" / "test.json", (1e9, 1e9))
+    out = _make("export", f"TRAIN_OUT={tmp_path}", "MNV3_DATA_MIRROR=/m")
+    for name in ("mnist_small", "cifar10_small_s1"):
+        assert f"-m mnv3.export {quick}/{name} --data-root data --data-mirror /m --latency-runs 30 --parity-samples 128" in out
+    assert "cifar10_small_s2" not in out and "cifar10_large_s1" not in out  # no run; exported already
+    assert "--latency-runs" not in _make("export", f"TRAIN_OUT={tmp_path}", "EXPORT_ARGS=")
+    assets = _make("android-assets", f"TRAIN_OUT={tmp_path}")
+    assert f"-m mnv3.export {quick}/mnist_small" in assets  # its export first
+    assert f"-m mnv3.export android-assets --mnist {quick}/mnist_small --cifar {quick}/cifar10_small_s1 --data-root data" in assets
+    # all: data, train, export, then the reports that show the exports
+    text = (REPO / "Makefile").read_text()
+    recipe = text.split("\nall:\n", 1)[1].split("\n\n", 1)[0]
+    assert [line.split()[-1] for line in recipe.splitlines()] == ["data", "train", "export", "reports"]
