@@ -1,0 +1,196 @@
+"""Smoke test of python -m mnv3.bench: the tiny configuration, every suite and every contender.
+
+One run (module fixture, about a minute on two cores, mostly ExecuTorch lowering in two worker
+processes) feeds every check: the JSON schema, a finite number from every contender, the same
+weights everywhere (logits agree), the targets block, and notebook 07 rendered on the results.
+"""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("executorch")
+pytest.importorskip("onnxruntime")
+
+from mnv3 import bench  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+ENVIRONMENT_KEYS = {"cpu_model", "cpu_count", "usable_cores", "threads", "versions", "platform",
+                    "date", "git_commit", "load_average_start", "load_average_end"}  # fmt: skip
+RESULT_KEYS = {"contender", "setting", "arch", "resolution", "batch", "classes", "median_ms", "p90_ms", "n",
+               "ratio_to_torchvision_eager", "paired_ratio_median", "paired_ratio_ci95", "times_ms", "error"}  # fmt: skip
+
+
+def finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    messages: list[str] = []
+    cfg = bench.tiny_config(out=out, runs_dir=None, cache_dir=None)
+    written = bench.run(cfg, log=messages.append)
+    data = {name: json.loads(path.read_text()) for name, path in written.items()}
+    return {"out": out, "written": written, "data": data, "log": "\n".join(messages)}
+
+
+def test_one_json_per_suite_with_the_common_environment(tiny):
+    assert set(tiny["written"]) == {"inference", "training", "frontier"}
+    for name, data in tiny["data"].items():
+        assert data["schema"] == bench.SCHEMA and data["version"] == bench.SCHEMA_VERSION
+        assert data["suite"] == name
+        env = data["environment"]
+        assert ENVIRONMENT_KEYS <= set(env), ENVIRONMENT_KEYS - set(env)
+        assert env["cpu_model"] and env["cpu_count"] >= 1
+        threads = bench.tiny_config().threads
+        assert env["threads"]["requested"] == threads and env["threads"]["torch"] == threads
+        assert env["threads"]["onnxruntime"] == threads and env["threads"]["executorch"] == threads
+        for package in ("torch", "torchvision", "executorch", "onnxruntime", "python"):
+            assert env["versions"][package], package
+        assert data["config"]["profile"] == "tiny" and data["config"]["threads"] == threads
+        assert data["targets_definition"] == bench.TARGETS
+
+
+def test_every_contender_produced_a_number_at_every_setting(tiny):
+    data = tiny["data"]["inference"]
+    cfg = bench.tiny_config()
+    expected = {(s, b, c) for s in cfg.settings for b in cfg.batches for c in bench.CONTENDERS}
+    got = {(r["setting"], r["batch"], r["contender"]): r for r in data["results"]}
+    assert set(got) == expected
+    for key, r in got.items():
+        assert RESULT_KEYS <= set(r), (key, RESULT_KEYS - set(r))
+        assert r["error"] is None, (key, r["error"])
+        assert finite(r["median_ms"]) and r["median_ms"] > 0, key
+        assert finite(r["p90_ms"]) and r["p90_ms"] >= r["median_ms"] - 1e-9, key
+        assert r["n"] == len(r["times_ms"]) >= cfg.min_rounds, key
+        assert finite(r["ratio_to_torchvision_eager"]), key
+        assert r["classes"] == 10 and r["resolution"] == 32
+    for s in cfg.settings:
+        for b in cfg.batches:
+            assert got[(s, b, "torchvision_eager")]["ratio_to_torchvision_eager"] == 1.0
+            # Round-robin: every contender was timed the same number of rounds.
+            assert len({got[(s, b, c)]["n"] for c in bench.CONTENDERS}) == 1
+
+
+def test_contenders_share_the_weights(tiny):
+    for r in tiny["data"]["inference"]["results"]:
+        scale = r["logit_scale"]
+        assert scale > 0.1  # randomized weights: the comparison is not between near-zero logits
+        diff = r["max_abs_diff_vs_torchvision"]
+        if r["contender"] == "ours_eager":
+            assert diff == 0.0  # from_torchvision: the same computation
+        elif r["contender"] == "executorch_int8":
+            assert diff < scale  # quantized, but the same network
+        else:
+            assert diff < 1e-3 * max(1.0, scale), (r["contender"], diff)
+
+
+def test_exports_are_reported_and_delegated(tiny):
+    exports = tiny["data"]["inference"]["exports"]
+    formats = {(e["format"], e["batch"]) for e in exports}
+    assert {("pte", 1), ("pte", 2), ("pte-int8", 1), ("pte-int8", 2), ("onnx", None), ("ptl", None)} <= formats
+    for e in exports:
+        assert e["error"] is None and e["size_bytes"] > 0 and finite(e["export_seconds"])
+        if e["format"].startswith("pte"):
+            assert e["fully_delegated"] is True, e
+
+
+def test_targets_are_evaluated_not_asserted(tiny):
+    targets = tiny["data"]["inference"]["targets"]
+    kinds = {t["target"] for t in targets}
+    assert any("1.05" in k for k in kinds) and any("3x" in k for k in kinds)
+    for t in targets + tiny["data"]["training"]["targets"]:
+        assert finite(t["value"]) and isinstance(t["met"], bool) and "note" in t
+    assert "target MET" in tiny["log"] or "target NOT MET" in tiny["log"]
+
+
+def test_training_compares_both_models(tiny):
+    data = tiny["data"]["training"]
+    rows = {r["contender"]: r for r in data["results"]}
+    assert set(rows) == set(bench.TRAIN_CONTENDERS)
+    for r in rows.values():
+        assert finite(r["images_per_s"]) and r["images_per_s"] > 0
+        assert finite(r["median_step_ms"]) and r["n"] >= 3 and r["device"] == "cpu"
+        assert finite(r["final_loss"])
+        assert r["in_channels"] == 1 and r["resolution"] == 28 and r["batch"] == 8
+    assert rows["torchvision"]["ratio_to_torchvision"] == 1.0
+    assert finite(rows["ours"]["ratio_to_torchvision"])
+    assert len(data["targets"]) == 1
+
+
+def test_frontier_has_every_width_with_latency_macs_and_params(tiny):
+    rows = tiny["data"]["frontier"]["results"]
+    assert [r["width"] for r in rows] == list(bench.tiny_config().widths)
+    for r in rows:
+        assert r["error"] is None and finite(r["median_ms"]) and r["n"] >= 3
+        assert r["params"] > 0 and r["macs"] > 0 and r["accuracy"] == [] and r["paper"] is None
+    assert rows[0]["params"] < rows[1]["params"] and rows[0]["macs"] < rows[1]["macs"]
+    # width 1.0 is the inference setting's network: its program was exported once, not twice
+    assert "exporting 7 file(s)" in tiny["log"]  # 6 for the inference setting, 1 for width 0.5
+
+
+def test_frontier_reads_trained_runs(tmp_path):
+    run = tmp_path / "mnist_small"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({
+        "experiment": "mnist_small", "dataset": "mnist", "image_size": 28, "profile": "quick",
+        "model": {"spec": {"name": "mobilenet_v3_small"}, "width_mult": 1.0, "drop_first_strides": 0},
+    }))  # fmt: skip
+    (run / "test.json").write_text(json.dumps({"test_accuracy": 0.987, "epochs": 3}))
+    (tmp_path / "unfinished").mkdir()
+    (tmp_path / "unfinished" / "config.json").write_text("{}")
+    runs = bench.find_trained_runs(tmp_path)
+    assert runs == [{
+        "experiment": "mnist_small", "run_dir": str(run), "arch": "small", "width": 1.0, "dataset": "mnist",
+        "image_size": 28, "drop_first_strides": 0, "test_accuracy": 0.987, "epochs": 3, "profile": "quick",
+    }]  # fmt: skip
+    assert bench.find_trained_runs(tmp_path / "absent") == []
+
+
+def test_threads_are_pinned_in_every_runtime():
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        counts = bench.set_threads(2)
+        assert counts["torch"] == 2 and counts["executorch"] == 2 and counts["onnxruntime"] == 2
+        counts = bench.set_threads(1)
+        assert counts["torch"] == 1 and counts["executorch"] == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_interleaving_rotates_the_order():
+    calls: list[str] = []
+    times = bench.interleaved_times({k: (lambda k=k: calls.append(k)) for k in "ABC"}, warmup=1, max_rounds=3, min_rounds=3, budget_s=0)
+    assert "".join(calls) == "ABC" + "ABC" + "BCA" + "CAB"
+    assert all(len(v) == 3 for v in times.values())
+    stats = bench.summarize_times([1.0, 2.0, 3.0, 4.0, 100.0])
+    assert stats["median_ms"] == 3.0 and stats["n"] == 5 and 4.0 < stats["p90_ms"] < 100.0
+
+
+def test_notebook_renders_the_results(tiny):
+    pytest.importorskip("papermill")
+    html = bench.render_notebook(tiny["out"], None, log=lambda m: None)
+    assert html is not None and html.is_file()
+    page = html.read_text(encoding="utf-8")
+    assert page.count('src="data:image/png;base64,') >= 4  # inference, distributions, training, frontier
+    assert "<strong>No benchmark results</strong>" not in page
+    assert "ExecuTorch fp32 (XNNPACK)" in page
+    assert ": met" in page or ": NOT met" in page
+
+
+def test_help_teaches_and_bad_arguments_fail_cleanly(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "mnv3.bench", "--help"], capture_output=True, text=True, cwd=REPO, check=True).stdout
+    for word in ("--suite", "--threads", "--repeats", "--warmup", "--quick", "--tiny", "--runs-dir", "round-robin",
+                 "torchvision eager", "ExecuTorch", "ONNX Runtime", "lite interpreter", "1.05", "training_gpu.json"):
+        assert word in out, word
+    assert bench.main(["--suite", "latency", "--out", str(tmp_path)]) == 2
+    assert bench.main(["--settings", "huge@224", "--out", str(tmp_path)]) == 2
+    assert not list(tmp_path.glob("*.json"))
