@@ -94,8 +94,8 @@ class MobileNetV3(nn.Module):
         # The paper's "conv2d 1x1, NBN" layers act on a 1x1 map: Linear layers with the same weights.
         self.classifier = nn.Sequential(
             nn.Linear(head_out, hidden),
-            ACTIVATIONS[spec.head.nl](),
-            nn.Dropout(p=dropout),
+            ACTIVATIONS[spec.head.nl](inplace=True),
+            nn.Dropout(p=dropout, inplace=True),
             nn.Linear(hidden, num_classes),
         )
         self.config: dict[str, Any] = {
