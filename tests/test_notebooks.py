@@ -439,7 +439,7 @@ def test_make_export_and_android_assets(tmp_path):
     assets = _make("android-assets", f"TRAIN_OUT={tmp_path}")
     assert f"-m mnv3.export {quick}/mnist_small" in assets  # its export first
     assert f"-m mnv3.export android-assets --mnist {quick}/mnist_small --cifar {quick}/cifar10_small_s1 --data-root data" in assets
-    # all: data, train, export, then the reports that show the exports
+    # all: data, train, reports (exporting the four quick runs takes longer than all of that budget)
     text = (REPO / "Makefile").read_text()
     recipe = text.split("\nall:\n", 1)[1].split("\n\n", 1)[0]
-    assert [line.split()[-1] for line in recipe.splitlines()] == ["data", "train", "export", "reports"]
+    assert [line.split()[-1] for line in recipe.splitlines()] == ["data", "train", "reports"]
