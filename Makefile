@@ -93,3 +93,11 @@ $(RUNS_DIR)/%/export/parity.json: $(RUNS_DIR)/%/test.json | setup
 # images and golden.json.
 android-assets: $(foreach r,$(ANDROID_RUNS),$(r)/export/parity.json)
 	$(PY) -m mnv3.export android-assets --mnist $(RUNS_DIR)/mnist_small --cifar $(RUNS_DIR)/cifar10_small_s1 --data-root $(DATA_ROOT) $(MIRROR_ARG)
+
+# Benchmarks (python -m mnv3.bench --help): CPU latency against torchvision and the mobile runtimes,
+# training throughput and the width frontier -> reports/bench/*.json (07_benchmarks in make reports).
+# About 13 min the first time on the 2-core CPU (exports, cached in ~/.cache/mnv3/bench), under 3 min after.
+BENCH_ARGS ?=
+.PHONY: bench
+bench: | setup
+	$(PY) -m mnv3.bench --out reports/bench --runs-dir $(RUNS_DIR) $(BENCH_ARGS)

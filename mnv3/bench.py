@@ -22,10 +22,13 @@ of every runtime, library versions, date, git commit, load average):
   (``mnv3.summary``, 224x224, 1000 classes) against ExecuTorch fp32 batch-1 CPU latency, with
   the test accuracy of every trained run of the same arch and width found in ``--runs-dir``.
 
-Method: contenders are timed round-robin (A B C, B C A, C A B, ...) so that load changes on a
-shared machine hit all of them alike; each result keeps its per-call times, median, p90 and the
-median of its per-round ratios to the reference (with a bootstrap 95% interval). Threads are
-pinned (torch, ExecuTorch's threadpool and onnxruntime get the same count) and recorded.
+Method: contenders are timed round-robin, one call each per round, in orders from a Williams
+design (each contender in each position, and after each other contender, equally often), so load
+changes on a shared machine hit all of them alike and no one inherits a systematically lighter or
+heavier predecessor; each result keeps its per-call times, median, p90 and the median of its
+per-round ratios to the reference (with a bootstrap 95% interval). Threads are pinned (torch,
+ExecuTorch's threadpool and onnxruntime get the same count, one by default) and recorded, and so
+is the CPU time other processes took during every block.
 Exports are cached by content (weights, architecture, shape, library versions) in ``--cache-dir``,
 so a second run only measures. The second half of this module holds what notebook 07 computes
 (tables, target verdicts, plots).
@@ -43,7 +46,6 @@ import math
 import multiprocessing
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -149,7 +151,7 @@ class BenchConfig:
     settings: tuple[str, ...] = ("small@224", "large@224", "mnist_small", "cifar10_large_s1")
     batches: tuple[int, ...] = (1, 32)
     repeats: int = 60  # timed rounds per (setting, batch), at most
-    min_rounds: int = 10  # ... and at least
+    min_rounds: int = 12  # ... and at least (two cycles of the six contenders' orders)
     budget_s: float = 15.0  # stop adding rounds to a (setting, batch) block after this many seconds
     warmup: int = 3  # untimed calls per contender before timing
     eager_channels_last: bool = True  # the eager models run channels_last, as mnv3.train/evaluate do
@@ -581,13 +583,16 @@ def interleaved_times(
 ) -> dict[str, list[float]]:
     """Per-call wall times (ms) of each call, measured round-robin.
 
-    Round r calls the contenders in the order rotated by r (A B C, B C A, C A B, ...), so every
-    contender sits equally often in every position and a load change hits all of them. Rounds
+    Every round calls each contender once, so a load change hits all of them alike; the orders
+    cycle through a Williams design (:func:`balanced_orders`): over a cycle every contender sits in
+    every position equally often and follows every other contender equally often, so neither
+    position nor the previous contender's footprint (freed buffers, caches) favours anyone. Rounds
     continue until ``max_rounds``, or ``budget_s`` seconds once ``min_rounds`` are done. ``sync``
     (e.g. ``torch.cuda.synchronize``) runs inside each timed interval. Times of round r sit at
     index r of every list, so per-round ratios pair calls made moments apart.
     """
     names = list(calls)
+    orders = balanced_orders(len(names))
     for _ in range(warmup):
         for name in names:
             calls[name]()
@@ -597,17 +602,35 @@ def interleaved_times(
     start = time.perf_counter()
     rounds = 0
     while rounds < max_rounds:
-        shift = rounds % len(names)
-        for name in names[shift:] + names[:shift]:
+        for name in (names[i] for i in orders[rounds % len(orders)]):
             t0 = time.perf_counter()
             calls[name]()
             if sync:
                 sync()
             times[name].append((time.perf_counter() - t0) * 1000.0)
         rounds += 1
-        if rounds >= min_rounds and time.perf_counter() - start >= budget_s:
+        # Stop at the end of a cycle of orders, so the design stays balanced.
+        if rounds >= min_rounds and rounds % len(orders) == 0 and time.perf_counter() - start >= budget_s:
             break
     return times
+
+
+def balanced_orders(n: int) -> list[list[int]]:
+    """A Williams design for ``n`` contenders: n orders (2n when n is odd) in which every
+    contender takes every position equally often and directly follows every other one equally
+    often. n = 2: AB, BA; n = 4: ABDC, BCAD, CDBA, DACB."""
+    if n < 1:
+        return [[]]
+    first, lo, hi = [0], 1, n - 1
+    while len(first) < n:
+        if len(first) % 2:
+            first.append(lo)
+            lo += 1
+        else:
+            first.append(hi)
+            hi -= 1
+    rows = [[(x + r) % n for x in first] for r in range(n)]
+    return rows + [row[::-1] for row in rows] if n % 2 else rows
 
 
 def _percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -1080,14 +1103,15 @@ def _within_noise(ci: Sequence[float] | None, threshold: float) -> bool | None:
     return ci[0] <= threshold <= ci[1]
 
 
-def _ci_note(ci: Sequence[float] | None, threshold: float, kind: str) -> str:
+def _ci_note(ci: Sequence[float] | None, threshold: float) -> str:
     if not ci or ci[0] is None:
         return ""
     lo, hi = ci
-    inside = lo <= threshold <= hi
-    return (f"paired per-round ratios: 95% interval [{lo:.3f}, {hi:.3f}]"
-            + (f", which contains {threshold:g}: the difference is within this machine's noise" if inside else "")
-            + ("" if inside else f", entirely {kind} {threshold:g}"))  # fmt: skip
+    if lo <= threshold <= hi:
+        where = f"which contains {threshold:g}: the difference is within this machine's noise"
+    else:
+        where = f"entirely {'below' if hi < threshold else 'above'} {threshold:g}"
+    return f"paired per-round ratios: 95% interval [{lo:.3f}, {hi:.3f}], {where}"
 
 
 def inference_targets(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -1100,7 +1124,7 @@ def inference_targets(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]
         limit = TARGETS["eager_ratio_max"]
         value = r["ratio_to_torchvision_eager"]
         met = value <= limit
-        note = _ci_note(r["paired_ratio_ci95"], limit, "above" if not met else "below")
+        note = _ci_note(r["paired_ratio_ci95"], limit)
         if not met and r.get("profile_diff_vs_torchvision"):
             note += "; " + profile_note(r["profile_diff_vs_torchvision"])
         rows.append({
@@ -1257,7 +1281,7 @@ def training_targets(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         limit = TARGETS["training_ratio_min"]
         value = r["ratio_to_torchvision"]
         met = value >= limit
-        note = _ci_note(r["paired_ratio_ci95"], limit, "below" if not met else "above")
+        note = _ci_note(r["paired_ratio_ci95"], limit)
         if not met and r.get("profile_diff_vs_torchvision"):
             note += "; " + profile_note(r["profile_diff_vs_torchvision"])
         rows.append({"target": "training: ours / torchvision images/s >= 1", "setting": r["setting"], "batch": r["batch"],
@@ -1481,8 +1505,9 @@ def _parser() -> argparse.ArgumentParser:
             "             --device cuda writes training_gpu.json (bf16 autocast, as the experiments).\n"
             "  frontier   width 0.35-1.25 of Small and Large: params and MACs (224x224, 1000 classes) against\n"
             "             ExecuTorch fp32 batch-1 latency, with the test accuracy of trained runs in --runs-dir.\n\n"
-            "method: contenders are timed round-robin (A B C, B C A, ...) after warm-up calls, so load changes on a\n"
-            "shared machine hit all of them; ratios come from one run. torch, ExecuTorch's threadpool and onnxruntime\n"
+            "method: after warm-up calls, contenders are timed round-robin, one call each per round, in balanced orders\n"
+            "(Williams design: every position and every predecessor equally often), so load changes on a shared\n"
+            "machine hit all of them; ratios come from one run. torch, ExecuTorch's threadpool and onnxruntime\n"
             "use --threads threads (default 1: the paper's one-core protocol, and stable while other jobs share the\n"
             "machine; with 2 threads on a busy 2-core machine OpenMP's spin-waiting makes eager PyTorch erratic).\n"
             "Eager models run channels_last (as mnv3.train and evaluate do). Every contender\n"
@@ -1680,17 +1705,19 @@ def target_summary(results: Mapping[str, Any]) -> list[str]:
         if short.empty:
             lines.append(f"- **{target}**: met in all {len(group)} measurements ({values}).")
         else:
-            misses = "; ".join(f"{row['where']}: {row['statement']}" + (f" ({row['note']})" if row["note"] else "") for _, row in short.iterrows())
-            lines.append(f"- **{target}**: met in {len(group) - len(short)} of {len(group)} measurements. Short: {misses}.")
+            misses = "; ".join(f"{row['where']}: {row['statement']}" for _, row in short.iterrows())
+            lines.append(f"- **{target}**: met in {len(group) - len(short)} of {len(group)} measurements ({values}). "
+                         f"Short: {misses} (why: the notes in the table below).")  # fmt: skip
     return lines
 
 
 SHORT_LABELS = {
     "torchvision_eager": "torchvision\neager",
     "ours_eager": "mnv3\neager",
-    "executorch_fp32": "ExecuTorch\nfp32",
-    "executorch_int8": "ExecuTorch\nint8",
+    "executorch_fp32": "ET\nfp32",
+    "executorch_int8": "ET\nint8",
     "onnxruntime": "ONNX\nRuntime",
+    # (ET: ExecuTorch)
     "lite_interpreter": "lite\ninterp.",
 }
 

@@ -166,11 +166,22 @@ def test_threads_are_pinned_in_every_runtime():
         torch.set_num_threads(before)
 
 
-def test_interleaving_rotates_the_order():
+def test_interleaving_balances_positions_and_predecessors():
+    from collections import Counter
+
     calls: list[str] = []
-    times = bench.interleaved_times({k: (lambda k=k: calls.append(k)) for k in "ABC"}, warmup=1, max_rounds=3, min_rounds=3, budget_s=0)
-    assert "".join(calls) == "ABC" + "ABC" + "BCA" + "CAB"
-    assert all(len(v) == 3 for v in times.values())
+    times = bench.interleaved_times({k: (lambda k=k: calls.append(k)) for k in "ABCD"}, warmup=1, max_rounds=4, min_rounds=4, budget_s=0)
+    assert "".join(calls) == "ABCD" + "ABDC" + "BCAD" + "CDBA" + "DACB"  # warm-up, then a Williams design
+    assert all(len(v) == 4 for v in times.values())
+    for n in (2, 3, 5, 6, 10):
+        rows = bench.balanced_orders(n)
+        positions = Counter((i, x) for row in rows for i, x in enumerate(row))
+        pairs = Counter((a, b) for row in rows for a, b in zip(row, row[1:]))
+        assert len(positions) == n * n and len(set(positions.values())) == 1
+        assert len(pairs) == n * (n - 1) and len(set(pairs.values())) == 1
+    # min_rounds reached but mid-cycle: it finishes the cycle
+    times = bench.interleaved_times({k: (lambda: None) for k in "ABC"}, warmup=0, max_rounds=60, min_rounds=2, budget_s=0)
+    assert len(times["A"]) == 6
     stats = bench.summarize_times([1.0, 2.0, 3.0, 4.0, 100.0])
     assert stats["median_ms"] == 3.0 and stats["n"] == 5 and 4.0 < stats["p90_ms"] < 100.0
 
