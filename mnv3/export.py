@@ -636,10 +636,19 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _relative_to_cwd(path: Path) -> str:
+    # model.json of the full profile is committed: no absolute path of the exporting machine in it.
+    path = path.resolve()
+    try:
+        return path.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def _source_run(run_dir: Path, config: dict[str, Any], which: str = "best") -> dict[str, Any]:
     checkpoint = _checkpoint_file(run_dir, which)
     return {
-        "run_dir": str(run_dir.resolve()),
+        "run_dir": _relative_to_cwd(run_dir),
         "experiment": config.get("experiment"),
         "profile": config.get("profile"),
         "checkpoint": checkpoint.name if checkpoint else None,

@@ -16,10 +16,10 @@ The notebooks are data (:data:`NOTEBOOKS`). To add one, save it in ``notebooks/`
 with a cell tagged ``parameters``, and add an entry to the list, e.g.::
 
     Notebook(
-        "06_export", "Export to ExecuTorch", "One line for the index.",
+        "08_robustness", "Robustness", "One line for the index.",
         per_experiment=True,                                   # run once per experiment
-        profile_parameters={"quick": {"parity_samples": 200}},  # only what it declares is passed
-        requires=(RUN_REQUIREMENT, Requirement("{repo}/exports/{profile}/{experiment}/model.pte", "`make export`")),
+        profile_parameters={"quick": {"max_samples": 500}},    # only what it declares is passed
+        requires=(RUN_REQUIREMENT, Requirement("{runs_dir}/{experiment}/export/parity.json", EXPORT_HINT)),
     )
 
 Every notebook receives, when it declares them, the common parameters ``profile``, ``runs_dir``,
@@ -847,10 +847,22 @@ def require_run(runs_dir: str | Path, experiment: str, profile: str) -> Path:
     return run_dir
 
 
-def train_command(experiment: str, profile: str, *, out: str | Path = "runs", data_root: str | Path = "data", data_mirror: str = "") -> list[str]:
-    """The command that trains one experiment (for the notebooks' optional interactive cell)."""
-    cmd = [sys.executable, "-m", "mnv3.train", "--experiment", experiment, "--profile", profile, "--out", str(out), "--data-root", str(data_root)]
-    return cmd + (["--data-mirror", data_mirror] if data_mirror else [])
+def train_command(experiment: str, profile: str, runs_dir: str | Path, *, data_root: str | Path = "data", data_mirror: str = "") -> list[str]:
+    """The command that trains one experiment into ``runs_dir/<experiment>`` (for the notebooks'
+    optional interactive cell). Paths are made absolute, so it runs from any folder.
+
+    ``mnv3.train`` writes OUT/<profile>/<experiment>, so ``runs_dir`` must be a folder named after
+    the profile (runs/quick); the committed full-profile runs (reports/full/runs) come from the GPU.
+    """
+    runs_dir = Path(runs_dir).resolve()
+    if runs_dir.name != profile:
+        raise ValueError(
+            f"runs_dir {runs_dir} does not end in the profile name {profile!r}: mnv3.train writes "
+            f"OUT/<profile>/<experiment>. Train into a folder like runs/{profile} instead."
+        )
+    cmd = [sys.executable, "-m", "mnv3.train", "--experiment", experiment, "--profile", profile,
+           "--out", str(runs_dir.parent), "--data-root", str(Path(data_root).resolve())]  # fmt: skip
+    return cmd + (["--data-mirror", str(Path(data_mirror).resolve())] if data_mirror else [])
 
 
 def runs_table(runs: Mapping[str, Path], data_root: str | Path | None = None):
@@ -1169,7 +1181,7 @@ def export_command(run_dir: str | Path, *, data_root: str | Path = "", data_mirr
     made absolute, so it can run from any folder."""
     cmd = [sys.executable, "-m", "mnv3.export", str(Path(run_dir).resolve())]
     cmd += ["--data-root", str(Path(data_root).resolve())] if data_root else []
-    return cmd + (["--data-mirror", data_mirror] if data_mirror else []) + list(args)
+    return cmd + (["--data-mirror", str(Path(data_mirror).resolve())] if data_mirror else []) + list(args)
 
 
 def load_export(path: str | Path) -> dict[str, Any]:

@@ -147,6 +147,16 @@ def test_model_json_schema(exported):
     assert len(manifest["source_run"]["checkpoint_sha256"]) == 64
 
 
+def test_model_json_names_its_run_without_the_machines_path(exported, monkeypatch):
+    # The full profile's model.json is committed: its source run must read the same on every machine.
+    import mnv3.export as ex
+
+    monkeypatch.chdir(exported.run.parent.parent)
+    source = ex._source_run(exported.run, exported.config)
+    assert source["run_dir"] == f"{exported.run.parent.name}/{exported.run.name}"
+    assert source["checkpoint_sha256"] == ex._sha256(exported.run / source["checkpoint"])
+
+
 def test_channel_order_follows_the_dataset():
     cifar = ex.model_manifest(dataset_info("cifar10"), (1, 3, 32, 32), {"pte": "model.pte"})
     assert cifar["input"]["channel_order"] == "RGB" and cifar["input"]["shape"] == [1, 3, 32, 32]

@@ -260,6 +260,28 @@ def test_export_page_never_exports_headlessly(trained_run, tmp_path):
     assert "make export PROFILE=quick" in (tmp_path / "out" / "06_export-mnist_small.html").read_text()
 
 
+def test_interactive_commands_use_absolute_paths(tmp_path, monkeypatch):
+    # The notebooks run from notebooks/ with paths like ../runs/quick, and launch the command from
+    # the repository root: the paths must not depend on the folder the command starts in.
+    from mnv3.train import parse_args
+
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")
+    cmd = reports.train_command("mnist_small", "quick", "../runs/quick", data_root="../data", data_mirror="../mirror")
+    monkeypatch.chdir(tmp_path)
+    args, _ = parse_args(cmd[3:])
+    assert Path(args.out) / args.profile / args.experiment == tmp_path / "runs" / "quick" / "mnist_small"
+    assert Path(args.data_root) == tmp_path / "data" and Path(args.data_mirror) == tmp_path / "mirror"
+    with pytest.raises(ValueError, match="runs/full"):
+        reports.train_command("mnist_small", "full", tmp_path / "reports" / "full" / "runs")
+
+    monkeypatch.chdir(tmp_path / "notebooks")
+    cmd = reports.export_command("../runs/quick/mnist_small", data_root="../data", data_mirror="../mirror")
+    assert cmd[3] == str(tmp_path / "runs" / "quick" / "mnist_small")
+    assert cmd[cmd.index("--data-root") + 1] == str(tmp_path / "data")
+    assert cmd[cmd.index("--data-mirror") + 1] == str(tmp_path / "mirror")
+
+
 # ------------------------------------------------------------------------------ the index
 
 
