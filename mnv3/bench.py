@@ -384,20 +384,10 @@ def _randomize(model: nn.Module, seed: int) -> None:
     """Well-scaled random weights and BatchNorm statistics (He-normal convolutions): logits of order
     one, so the parity check means something, and no activations decay into slow denormals as
     they can with an untrained network's tiny classifier initialisation."""
-    g = torch.Generator().manual_seed(seed)
+    from .torchvision_compat import randomize_weights_
+
+    randomize_weights_(model, seed, bn_mean_std=0.1, bn_scale_range=(0.75, 1.25), bn_bias_std=0.1)
     with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(n, generator=g) * 0.5 + 0.75)
-                m.weight.copy_(torch.rand(n, generator=g) * 0.5 + 0.75)
-                m.bias.copy_(torch.randn(n, generator=g) * 0.1)
-            elif isinstance(m, (nn.Conv2d, nn.Linear)):
-                fan_in = m.weight[0].numel()
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * math.sqrt(2.0 / fan_in))
-                if m.bias is not None:
-                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
         # Damp each residual branch's projection (its BatchNorm's scale), as trained networks do, so
         # the activations do not grow block after block.
         for m in model.modules():

@@ -103,20 +103,30 @@ def to_torchvision(model: MobileNetV3) -> nn.Module:
 
 
 @torch.no_grad()
-def randomize_weights_(model: nn.Module, seed: int) -> nn.Module:
+def randomize_weights_(
+    model: nn.Module,
+    seed: int,
+    *,
+    bn_mean_std: float = 0.5,
+    bn_scale_range: tuple[float, float] = (0.5, 1.5),
+    bn_bias_std: float = 0.2,
+) -> nn.Module:
     """Random weights and BatchNorm statistics, in place, for equivalence checks.
 
     A fresh model's BatchNorm layers are identities (ones, zeros, running mean 0, var 1), which
     would hide a swapped or missing BN; after this every weight and statistic shapes the output.
+    Convolutions and linear layers are He-normal. BatchNorm running means and biases are normal
+    with the given spreads; running variances and scales are uniform in ``bn_scale_range``.
     """
+    low, high = bn_scale_range
     g = torch.Generator().manual_seed(seed)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=g) * 0.5)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.copy_(torch.randn(n, generator=g) * 0.2)
+            m.running_mean.copy_(torch.randn(n, generator=g) * bn_mean_std)
+            m.running_var.copy_(torch.rand(n, generator=g) * (high - low) + low)
+            m.weight.copy_(torch.rand(n, generator=g) * (high - low) + low)
+            m.bias.copy_(torch.randn(n, generator=g) * bn_bias_std)
         elif isinstance(m, (nn.Conv2d, nn.Linear)):
             fan_in = m.weight[0].numel()
             m.weight.copy_(torch.randn(m.weight.shape, generator=g) * math.sqrt(2.0 / fan_in))
