@@ -39,7 +39,7 @@ from .model import build_model
 from .runs import RunLock, RunLockedError, machine_record, overrides, run_name
 from .spec import SpecError
 
-__all__ = ["main", "train", "NonFiniteLossError"]
+__all__ = ["main", "train", "train_step", "make_optimizer", "compute_loss", "NonFiniteLossError"]
 
 SPLIT_SEED = 0  # the train/validation split never changes with --seed
 METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "epoch_seconds", "images_per_sec"]
@@ -166,6 +166,43 @@ def compute_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: fl
     return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
 
 
+def make_optimizer(model: nn.Module, exp: Experiment) -> torch.optim.SGD:
+    """SGD with Nesterov momentum at ``exp.lr``; weight decay on conv and linear weights only."""
+    return torch.optim.SGD(_param_groups(model, exp.weight_decay), lr=exp.lr, momentum=exp.momentum, nesterov=True)
+
+
+def train_step(
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    info,
+    exp: Experiment,
+    *,
+    image_size: int,
+    autocast,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step on a uint8 batch ``[N, C, H, W]`` with int64 ``labels`` ``[N]``.
+
+    Augments and normalises on the batch's device (``prepare_batch``), runs the forward pass under
+    ``autocast()``, takes the label-smoothed cross-entropy, and steps the optimizer. Returns the
+    loss (a 0-dim float32 tensor) and the logits ``[N, classes]``, detached and on the device: it
+    never waits for the host (no ``.item()``), so a GPU can run ahead. The benchmark times this.
+    """
+    x = prepare_batch(images, info, train=True, image_size=image_size)
+    if exp.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast():
+        logits = net(x)
+    loss = compute_loss(logits, labels, exp.label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach(), logits.detach()
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, images, labels, info, image_size, batch_size, device, channels_last, autocast) -> tuple[float, float]:
     """(loss, accuracy) over a whole split, in eval mode."""
@@ -284,7 +321,7 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
         model.to(device)
         if exp.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        optimizer = torch.optim.SGD(_param_groups(model, exp.weight_decay), lr=exp.lr, momentum=exp.momentum, nesterov=True)
+        optimizer = make_optimizer(model, exp)
         steps_per_epoch = len(train_x) // world_size // local_batch
         if steps_per_epoch == 0:
             raise ValueError(f"the training split ({len(train_x)} images) is smaller than one batch ({exp.batch_size}).")
@@ -385,37 +422,31 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
             for epoch in range(start_epoch, exp.epochs):
                 net.train()
                 order = torch.Generator().manual_seed(args.seed * 7919 + epoch)
-                batches = list(
+                # The epoch's order goes to the device in one copy: a copy per step would stall the GPU.
+                batches = torch.stack(list(
                     iterate_batches(len(train_x), local_batch, shuffle=True, generator=order, drop_last=True, rank=rank, world_size=world_size)
-                )[:steps_per_epoch]
+                )[:steps_per_epoch]).to(device)
                 first = start_step if epoch == start_epoch else 0
                 if first == 0:
                     partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+                # Running metrics and the NaN guard stay on the device; they are read at log points only.
                 loss_sum = torch.tensor(partial["loss_sum"], device=device)
                 correct = torch.tensor(partial["correct"], device=device)
                 bad_step = torch.tensor(-1, device=device)
+                step_counter = torch.tensor(first, device=device)
                 seen = partial["seen"]
                 t0 = time.perf_counter()
                 bar = tqdm(total=steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{exp.epochs}", disable=None if is_main else True, leave=False, dynamic_ncols=True)
                 done = first
                 for step in range(first, steps_per_epoch):
                     torch.manual_seed(_step_seed(args.seed, epoch, step, rank))
-                    idx = batches[step].to(device)
-                    x = prepare_batch(train_x[idx], info, train=True, image_size=image_size)
-                    if exp.channels_last:
-                        x = x.contiguous(memory_format=torch.channels_last)
+                    idx = batches[step]
                     y = train_y[idx]
-                    with autocast():
-                        logits = net(x)
-                    loss = compute_loss(logits, y, exp.label_smoothing)
-                    # Check on the device and synchronise only at log points: a per-step .item() stalls GPUs.
-                    bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss), torch.tensor(step, device=device), bad_step)
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
+                    loss, logits = train_step(net, optimizer, scaler, train_x[idx], y, info, exp, image_size=image_size, autocast=autocast)
                     scheduler.step()
-                    loss_sum += loss.detach() * len(y)
+                    bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss), step_counter, bad_step)
+                    step_counter += 1
+                    loss_sum += loss * len(y)
                     correct += (logits.argmax(1) == y).sum()
                     seen += len(y)
                     done = step + 1
