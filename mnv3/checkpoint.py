@@ -35,6 +35,7 @@ __all__ = [
     "save_weights",
     "load_weights",
     "weights_file",
+    "evaluation_weights",
     "load_run",
     "check_model_config",
     "write_json_atomic",
@@ -195,6 +196,12 @@ def load_weights(path: str | Path) -> dict[str, Any]:
     return {**meta, "model": tensors}
 
 
+def evaluation_weights(payload: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The state dict to evaluate a checkpoint with: the weight EMA when training kept one
+    (``ema_decay`` > 0), else the trained weights."""
+    return payload["ema"] if payload.get("ema") is not None else payload["model"]
+
+
 def weights_file(run_dir: str | Path, which: str = "best") -> Path | None:
     """The file holding a run's ``which`` weights ("best", "last" or "final"), or None."""
     if which not in _WEIGHT_FILES:
@@ -243,5 +250,5 @@ def load_run(run_dir: str | Path, which: str = "best", map_location: str | torch
     if "model" in config:
         check_model_config(payload["model_config"], config["model"], where=str(path), expected_from=str(config_path))
     model = model_from_config(payload["model_config"])
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in payload["model"].items()})
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in evaluation_weights(payload).items()})
     return model.eval(), config

@@ -36,6 +36,7 @@ __all__ = [
     "DataUnavailableError",
     "DatasetInfo",
     "dataset_info",
+    "cutout",
     "iterate_batches",
     "load_split",
     "make_synthetic",
@@ -549,3 +550,22 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def cutout(x: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Cutout (DeVries & Taylor 2017, arXiv 1708.04552): zero a ``size`` x ``size`` square per image.
+
+    ``x`` is a normalised float batch ``[N, C, H, W]`` (zero is the dataset mean). Each square's
+    centre is drawn uniformly over the image, so a square may be clipped at the border, as in the
+    paper. One mask for the whole batch, no per-sample loop. Returns a new tensor.
+    """
+    if size <= 0:
+        return x
+    n, _, h, w = x.shape
+    cy = torch.randint(0, h, (n, 1, 1), device=x.device, generator=generator)
+    cx = torch.randint(0, w, (n, 1, 1), device=x.device, generator=generator)
+    rows = torch.arange(h, device=x.device).view(1, h, 1)
+    cols = torch.arange(w, device=x.device).view(1, 1, w)
+    half = size // 2
+    inside = (rows >= cy - half) & (rows < cy - half + size) & (cols >= cx - half) & (cols < cx - half + size)
+    return x * ~inside[:, None]

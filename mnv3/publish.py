@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError, check_model_config, load_checkpoint, load_weights, save_weights, weights_file, write_json_atomic
+from .checkpoint import CheckpointError, check_model_config, evaluation_weights, load_checkpoint, load_weights, save_weights, weights_file, write_json_atomic
 
 __all__ = ["publish_run", "relative_paths"]
 
@@ -72,7 +72,7 @@ def publish_run(run_dir: str | Path, dest: str | Path, dtype: torch.dtype = torc
         if (run_dir / name).resolve() != (dest / name).resolve():
             shutil.copyfile(run_dir / name, dest / name)
     write_json_atomic(dest / "config.json", relative_paths(config))
-    weights = {k: v.to(dtype) if v.is_floating_point() else v for k, v in best["model"].items()}
+    weights = {k: v.to(dtype) if v.is_floating_point() else v for k, v in evaluation_weights(best).items()}
     save_weights(dest / "final.safetensors", weights, best["model_config"], epoch=best.get("epoch"), dtype=str(dtype).replace("torch.", ""))
     return dest
 

@@ -121,3 +121,62 @@ def machine_record(threads: int) -> dict[str, Any]:
     except (OSError, AttributeError):
         load = None
     return {"cpu_model": _cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": threads, "load_average": load}
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:
+    """A run's metrics.csv as rows of floats (empty when there is none yet)."""
+    import csv
+
+    path = Path(run_dir) / "metrics.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def ablation_rows(folder: str | Path) -> list[dict[str, Any]]:
+    """One row per run folder under ``folder``: its overrides, best validation accuracy (and epoch),
+    epochs done and training seconds. The validation split chooses; the test set is not read."""
+    rows = []
+    for config_path in sorted(Path(folder).glob("*/config.json")):
+        config = json.loads(config_path.read_text())
+        metrics = read_metrics(config_path.parent)
+        best = max(metrics, key=lambda r: r["val_acc"], default=None)
+        rows.append({
+            "name": config_path.parent.name,
+            "overrides": config.get("overrides", {}),
+            "seed": config.get("seed"),
+            "best_val_acc": best["val_acc"] if best else None,
+            "best_epoch": int(best["epoch"]) if best else None,
+            "epochs_done": len(metrics),
+            "epochs": config["fields"]["epochs"],
+            "train_seconds": sum(r["epoch_seconds"] for r in metrics),
+        })  # fmt: skip
+    return rows
+
+
+def ablation_table(rows: list[dict[str, Any]]) -> str:
+    """``ablation_rows`` as a Markdown table, best validation accuracy first."""
+    lines = ["| run | change | validation accuracy (epoch) | epochs | train seconds |", "| --- | --- | --- | --- | --- |"]
+    for r in sorted(rows, key=lambda r: -(r["best_val_acc"] or 0)):
+        change = ", ".join(f"{k}={v}" for k, v in r["overrides"].items()) or "the profile's own"
+        val = f"{100 * r['best_val_acc']:.2f}% ({r['best_epoch']})" if r["best_val_acc"] is not None else "none yet"
+        lines.append(f"| {r['name']} | {change} | {val} | {r['epochs_done']} of {r['epochs']} | {r['train_seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m mnv3.runs", description="Summarise a folder of run folders.")
+    parser.add_argument("folder", help="e.g. runs/full: every <name>/config.json below it is one row")
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of a Markdown table")
+    args = parser.parse_args(argv)
+    rows = ablation_rows(args.folder)
+    if not rows:
+        raise SystemExit(f"error: no run folders (NAME/config.json) in {args.folder}")
+    print(json.dumps(rows, indent=2) if args.json else ablation_table(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -11,6 +11,7 @@ repeats the uninterrupted one exactly on the CPU, even after a Ctrl-C in the mid
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import dataclasses
 import json
@@ -32,8 +33,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import __version__
-from .checkpoint import CheckpointError, check_model_config, load_checkpoint, remove_stale_temporaries, save_checkpoint, write_json_atomic
-from .data import DataUnavailableError, dataset_info, load_split, prepare_batch, train_val_split, iterate_batches
+from .checkpoint import CheckpointError, check_model_config, evaluation_weights, load_checkpoint, remove_stale_temporaries, save_checkpoint, write_json_atomic
+from .data import DataUnavailableError, cutout, dataset_info, load_split, prepare_batch, train_val_split, iterate_batches
 from .experiments import EXPERIMENTS, PROFILES, Experiment, get_experiment
 from .model import build_model
 from .runs import RunLock, RunLockedError, machine_record, overrides, run_name
@@ -166,9 +167,37 @@ def compute_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: fl
     return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
 
 
+def peak_lr(exp: Experiment) -> float:
+    """``exp.lr``, scaled linearly by ``batch_size / lr_reference_batch`` when that is set."""
+    return exp.lr * exp.batch_size / exp.lr_reference_batch if exp.lr_reference_batch else exp.lr
+
+
 def make_optimizer(model: nn.Module, exp: Experiment) -> torch.optim.SGD:
-    """SGD with Nesterov momentum at ``exp.lr``; weight decay on conv and linear weights only."""
-    return torch.optim.SGD(_param_groups(model, exp.weight_decay), lr=exp.lr, momentum=exp.momentum, nesterov=True)
+    """SGD with Nesterov momentum at :func:`peak_lr`; weight decay on conv and linear weights only."""
+    return torch.optim.SGD(_param_groups(model, exp.weight_decay), lr=peak_lr(exp), momentum=exp.momentum, nesterov=True)
+
+
+def make_ema(model: nn.Module, exp: Experiment) -> nn.Module | None:
+    """A frozen copy of ``model`` that :func:`update_ema` averages into, or None when EMA is off."""
+    if not exp.ema_decay:
+        return None
+    ema = copy.deepcopy(model).eval()
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    return ema
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model, for weights and BatchNorm statistics alike (as
+    timm's ModelEmaV2). One fused update on the device; torch's AveragedModel reads a device
+    counter on the host every step, which would stall a GPU."""
+    pairs = [(e, m) for e, m in zip(ema.state_dict().values(), model.state_dict().values())]
+    floats = [(e, m) for e, m in pairs if e.is_floating_point()]
+    torch._foreach_lerp_([e for e, _ in floats], [m for _, m in floats], 1.0 - decay)
+    for e, m in pairs:
+        if not e.is_floating_point():
+            e.copy_(m)  # num_batches_tracked
 
 
 def train_step(
@@ -190,7 +219,7 @@ def train_step(
     loss (a 0-dim float32 tensor) and the logits ``[N, classes]``, detached and on the device: it
     never waits for the host (no ``.item()``), so a GPU can run ahead. The benchmark times this.
     """
-    x = prepare_batch(images, info, train=True, image_size=image_size)
+    x = cutout(prepare_batch(images, info, train=True, image_size=image_size), exp.cutout)
     if exp.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with autocast():
@@ -204,8 +233,9 @@ def train_step(
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, images, labels, info, image_size, batch_size, device, channels_last, autocast) -> tuple[float, float]:
-    """(loss, accuracy) over a whole split, in eval mode."""
+def evaluate(model: nn.Module, images, labels, info, image_size, batch_size, device, channels_last, autocast, tta_flip: bool = False) -> tuple[float, float]:
+    """(loss, accuracy) over a whole split, in eval mode. With ``tta_flip``, each image and its
+    mirror are both classified and their probabilities averaged."""
     model.eval()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -216,6 +246,9 @@ def evaluate(model: nn.Module, images, labels, info, image_size, batch_size, dev
         y = labels[start : start + batch_size]
         with autocast():
             logits = model(x)
+            if tta_flip:
+                probs = (logits.float().softmax(1) + model(x.flip(-1)).float().softmax(1)) / 2
+                logits = probs.clamp_min(1e-12).log()  # log-probabilities: cross-entropy and argmax as before
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
     n = max(1, len(images))
@@ -341,6 +374,7 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
             net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         if exp.compile:
             net = torch.compile(net)
+        ema = make_ema(model, exp)
 
         # --- resume or start. What decides the weights besides the fields is stored and must match:
         # the seed, the number of processes and, on the CPU, the thread count.
@@ -354,6 +388,8 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             scaler.load_state_dict(state["scaler"])
+            if ema is not None:
+                ema.load_state_dict(state["ema"])
             start_epoch, start_step, best_val = state["epoch"], state["step_in_epoch"], state["best_val_acc"]
             history, partial = state["history"], state["partial_epoch"]
             best_epoch = _best_epoch(history)
@@ -389,6 +425,7 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
             return {
                 "model_config": model_config,
                 "model": model.state_dict(),
+                "ema": ema.state_dict() if ema is not None else None,
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(),
@@ -444,6 +481,8 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
                     y = train_y[idx]
                     loss, logits = train_step(net, optimizer, scaler, train_x[idx], y, info, exp, image_size=image_size, autocast=autocast)
                     scheduler.step()
+                    if ema is not None:
+                        update_ema(ema, model, exp.ema_decay)
                     bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss), step_counter, bad_step)
                     step_counter += 1
                     loss_sum += loss * len(y)
@@ -478,7 +517,8 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
                     if is_main:
                         save("last.pt", checkpoint(epoch, done))
                     _interrupted(run_dir, is_main, args, exp, world_size, f"epoch {epoch + 1}, step {done}")
-                val_loss, val_acc = evaluate(net, val_x, val_y, info, image_size, 2 * local_batch, device, exp.channels_last, autocast)
+                val_loss, val_acc = evaluate(net if ema is None else ema, val_x, val_y, info, image_size, 2 * local_batch, device,
+                                             exp.channels_last, autocast, exp.tta_flip)  # fmt: skip
                 row = {
                     "epoch": epoch + 1,
                     "lr": scheduler.get_last_lr()[0],
@@ -520,9 +560,10 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
                     f"{run_dir / 'best.pt'} holds epoch {best['epoch']}, but the run's best epoch is {best_epoch}; "
                     "refusing to report another epoch's weights. Retrain the run."
                 )
-            model.load_state_dict(best["model"])
+            model.load_state_dict(evaluation_weights(best))
             test_x, test_y = load_split(exp.dataset, "test", root=args.data_root, mirror=args.data_mirror)
-            test_loss, test_acc = evaluate(model, test_x.to(device), test_y.to(device), info, image_size, 2 * local_batch, device, exp.channels_last, autocast)
+            test_loss, test_acc = evaluate(model, test_x.to(device), test_y.to(device), info, image_size, 2 * local_batch, device,
+                                           exp.channels_last, autocast, exp.tta_flip)  # fmt: skip
             result = {
                 "experiment": args.experiment,
                 "name": run_dir.name,

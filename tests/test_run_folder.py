@@ -184,3 +184,15 @@ def test_resume_command_rebuilds_the_whole_launch():
     assert command.startswith("torchrun --nproc_per_node 4 -m mnv3.train --experiment cifar10_small_s1 --profile full")
     for part in ("--seed 3", "--epochs 5", "--threads 4", "--device cuda", "--resume"):
         assert part in command, part
+
+
+def test_ablation_table_reads_validation_not_test(finished, tmp_path):
+    from mnv3.runs import ablation_rows, ablation_table
+
+    run_dir = copy_run(finished, tmp_path)
+    (run_dir / "test.json").write_text("{not json: the table must not read the test result}")
+    rows = ablation_rows(run_dir.parent)
+    best = max(float(r["val_acc"]) for r in __import__("csv").DictReader(open(finished / "metrics.csv")))
+    assert len(rows) == 1 and rows[0]["best_val_acc"] == pytest.approx(best) and rows[0]["epochs_done"] == 2
+    assert rows[0]["overrides"] == {"dataset": "synthetic", "batch_size": 64, "max_train_samples": 384}
+    assert f"{100 * best:.2f}%" in ablation_table(rows)
