@@ -37,6 +37,7 @@ __all__ = [
     "DatasetInfo",
     "dataset_info",
     "cutout",
+    "auto_augment",
     "iterate_batches",
     "load_split",
     "make_synthetic",
@@ -569,3 +570,30 @@ def cutout(x: torch.Tensor, size: int, generator: torch.Generator | None = None)
     half = size // 2
     inside = (rows >= cy - half) & (rows < cy - half + size) & (cols >= cx - half) & (cols < cx - half + size)
     return x * ~inside[:, None]
+
+
+@functools.lru_cache(maxsize=None)
+def _augmentation_policy(policy: str):
+    from torchvision.transforms import v2
+
+    policies = {
+        "trivialaugment": v2.TrivialAugmentWide,  # Müller & Hutter 2021
+        "autoaugment": lambda: v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10),  # Cubuk et al. 2019
+        "randaugment": v2.RandAugment,  # Cubuk et al. 2020, torchvision's defaults
+    }
+    if policy not in policies:
+        raise ValueError(f"unknown augmentation policy {policy!r}; valid: none, {', '.join(policies)}")
+    return policies[policy]()
+
+
+def auto_augment(images: torch.Tensor, policy: str, groups: int = 8) -> torch.Tensor:
+    """Apply torchvision's ``transforms.v2`` ``policy`` to a uint8 batch ``[N, C, H, W]`` on its device.
+
+    torchvision draws one operation per call for a whole batch, so the batch is cut into ``groups``
+    parts that draw apart: variety across the batch at ``groups`` calls, not N. The draws come from
+    torch's global RNG, which training seeds per step. ``policy`` "none" returns the batch as is.
+    """
+    if policy == "none":
+        return images
+    transform = _augmentation_policy(policy)
+    return torch.cat([transform(part) for part in images.chunk(groups)])

@@ -42,6 +42,7 @@ class Experiment:
     ema_decay: float = _field(0.0, "weight EMA per step (e.g. 0.999; 0 = off): validation, best.pt's evaluation weights and the test use the average, BatchNorm statistics averaged too")
     cutout: int = _field(0, "Cutout (DeVries & Taylor 2017): zero a square of this side at a random centre per image; 16 is theirs for CIFAR-10; 0 = off")
     tta_flip: bool = _field(False, "evaluate on each image and its mirror, averaging the probabilities (not for digits)")
+    auto_augment: str = _field("none", "none, trivialaugment, autoaugment (the CIFAR-10 policy) or randaugment: torchvision's transforms.v2 on the training device, one draw per eighth of a batch")
     # speed
     channels_last: bool = _field(True, "NHWC memory format (several times faster for these convolutions on our CPUs)")
     amp: str = _field("bf16", "mixed precision on CUDA: bf16, fp16 (with a gradient scaler) or off; the CPU runs fp32")
@@ -49,6 +50,8 @@ class Experiment:
 
 
 PROFILES = ("quick", "full")
+# Fields that take one of a few words.
+CHOICES = {"amp": ("bf16", "fp16", "off"), "auto_augment": ("none", "trivialaugment", "autoaugment", "randaugment")}
 
 _BASE = {
     "mnist_small": Experiment(dataset="mnist", arch="small", lr=0.2, weight_decay=5e-5),
@@ -87,4 +90,7 @@ def get_experiment(name: str, profile: str = "quick", **overrides) -> Experiment
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ValueError(f"unknown field(s) {', '.join(unknown)}; valid fields: {', '.join(sorted(fields))}.")
+    for key, allowed in CHOICES.items():
+        if key in overrides and overrides[key] not in allowed:
+            raise ValueError(f"--{key.replace('_', '-')} {overrides[key]!r} is not one of: {', '.join(allowed)}.")
     return dataclasses.replace(_BASE[name], **{**_PROFILE_OVERRIDES[profile][name], **overrides})

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .checkpoint import CheckpointError, check_model_config, evaluation_weights, load_checkpoint, remove_stale_temporaries, save_checkpoint, write_json_atomic
-from .data import DataUnavailableError, cutout, dataset_info, load_split, prepare_batch, train_val_split, iterate_batches
+from .data import DataUnavailableError, auto_augment, cutout, dataset_info, load_split, prepare_batch, train_val_split, iterate_batches
 from .experiments import EXPERIMENTS, PROFILES, Experiment, get_experiment
 from .model import build_model
 from .runs import RunLock, RunLockedError, machine_record, overrides, run_name
@@ -214,12 +214,13 @@ def train_step(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimisation step on a uint8 batch ``[N, C, H, W]`` with int64 ``labels`` ``[N]``.
 
-    Augments and normalises on the batch's device (``prepare_batch``), runs the forward pass under
+    Augments and normalises on the batch's device (``auto_augment`` when the experiment asks,
+    ``prepare_batch``'s crop and flip, ``cutout`` when asked), runs the forward pass under
     ``autocast()``, takes the label-smoothed cross-entropy, and steps the optimizer. Returns the
     loss (a 0-dim float32 tensor) and the logits ``[N, classes]``, detached and on the device: it
     never waits for the host (no ``.item()``), so a GPU can run ahead. The benchmark times this.
     """
-    x = cutout(prepare_batch(images, info, train=True, image_size=image_size), exp.cutout)
+    x = cutout(prepare_batch(auto_augment(images, exp.auto_augment), info, train=True, image_size=image_size), exp.cutout)
     if exp.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with autocast():

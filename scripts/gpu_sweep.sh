@@ -21,6 +21,8 @@ candidates=(
   "--ema-decay 0.999"
   "--cutout 16"
   "--tta-flip true"
+  "--auto-augment trivialaugment"
+  "--auto-augment autoaugment"
   "--weight-decay 5e-4"
   "--batch-size 1024 --lr-reference-batch 256"
 )

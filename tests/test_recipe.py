@@ -64,9 +64,30 @@ def test_flip_tta_averages_the_two_views(one_thread):
 def test_ema_run_keeps_and_evaluates_the_average(tmp_path, one_thread):
     run_dir = main(["--experiment", "mnist_small", "--name", "ema", "--out", str(tmp_path), "--dataset", "synthetic",
                     "--max-train-samples", "256", "--batch-size", "64", "--epochs", "2", "--ema-decay", "0.9",
-                    "--cutout", "8", "--threads", "1"])  # fmt: skip
+                    "--cutout", "8", "--auto-augment", "trivialaugment", "--threads", "1"])  # fmt: skip
     best = load_checkpoint(run_dir / "best.pt")
     assert any(not torch.equal(best["ema"][k], best["model"][k]) for k in best["model"] if best["model"][k].is_floating_point())
     model, _ = load_run(run_dir)
     for key, value in model.state_dict().items():
         assert torch.equal(value, best["ema"][key].float() if value.is_floating_point() else best["ema"][key]), key
+
+
+def test_auto_augment_draws_apart_per_group_and_is_seeded():
+    from mnv3.data import auto_augment
+
+    x = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    assert auto_augment(x, "none") is x
+    torch.manual_seed(1)
+    a = auto_augment(x, "trivialaugment")
+    torch.manual_seed(1)
+    b = auto_augment(x, "trivialaugment")
+    assert torch.equal(a, b) and a.shape == x.shape and a.dtype == torch.uint8
+    changed = [(a[i * 8:(i + 1) * 8] != x[i * 8:(i + 1) * 8]).float().mean().item() for i in range(8)]
+    assert len({round(c, 4) for c in changed}) > 1  # the eight groups drew different operations
+
+
+def test_choice_fields_are_checked_up_front():
+    with pytest.raises(ValueError, match="--auto-augment 'autoaugmnet' is not one of: none, trivialaugment"):
+        get_experiment("cifar10_small_s1", "full", auto_augment="autoaugmnet")
+    with pytest.raises(ValueError, match="--amp 'bf32'"):
+        get_experiment("cifar10_small_s1", "full", amp="bf32")
