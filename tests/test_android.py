@@ -45,7 +45,7 @@ def test_app_compiles_and_its_unit_tests_pass():
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
     tests = sorted(p.stem for p in (APP / "src" / "test").rglob("*Test.kt"))
-    assert tests == ["ModelSpecTest", "PreprocessorTest", "ScoresTest"]
+    assert {"ModelSpecTest", "PreprocessorTest", "ScoresTest"} <= set(tests)
     for name in tests:
         assert f"org.mnv3.demo.{name}" in out
     # JUnit's summary counts every @Test of the three classes.
