@@ -384,7 +384,14 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
         start_epoch, start_step, best_val, best_epoch = 0, 0, -1.0, 0
         partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
         if args.resume:
-            state = _resume_state(run_dir, dataclasses.asdict(exp), launch, model_config, is_main, device)
+            last_path, fields = run_dir / "last.pt", dataclasses.asdict(exp)
+            if is_main:  # check before repairing, so a refused resume changes nothing
+                _check_resume(load_checkpoint(last_path), last_path, fields, launch, model_config)
+                _repair_checkpoints(run_dir)
+            if distributed:
+                dist.barrier()  # every rank reads last.pt as rank 0 left it
+            state = load_checkpoint(last_path, map_location=device)
+            _check_resume(state, last_path, fields, launch, model_config)
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -599,28 +606,32 @@ def _differences(stored: dict[str, Any], now: dict[str, Any]) -> list[str]:
     return [f"{key} {stored.get(key)!r} -> {now.get(key)!r}" for key in now if stored.get(key) != now.get(key)]
 
 
-def _resume_state(run_dir: Path, fields: dict[str, Any], launch: dict[str, Any], model_config: dict[str, Any], is_main: bool, device) -> dict[str, Any]:
-    """last.pt, checked against this launch, with best.pt repaired where a kill left them apart."""
-    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
-    state = load_checkpoint(last_path, map_location=device)
-    check_model_config(state["model_config"], model_config, where=str(last_path), expected_from="this launch's experiment")
+def _check_resume(state: dict[str, Any], path: Path, fields: dict[str, Any], launch: dict[str, Any], model_config: dict[str, Any]) -> None:
+    """Refuse a checkpoint written for another model or with other settings, naming each."""
+    check_model_config(state["model_config"], model_config, where=str(path), expected_from="this launch's experiment")
     changed = _differences(state.get("experiment", {}), fields)
     if "launch" in state:  # checkpoints from before the launch was stored cannot be checked
         changed += _differences(state["launch"], launch)
     if changed:
         raise CheckpointError(
-            f"{last_path}: resume refused, it was written with other settings ({'; '.join(changed)}). "
-            f"Resume with the original settings (see {run_dir / 'config.json'}), or start a new run with --name."
+            f"{path}: resume refused, it was written with other settings ({'; '.join(changed)}). "
+            f"Resume with the original settings (see {path.parent / 'config.json'}), or start a new run with --name."
         )
-    if not is_main or not state["history"]:
-        return state
-    best_epoch = _best_epoch(state["history"])
-    best = load_checkpoint(best_path, map_location=device) if best_path.is_file() else None
+
+
+def _repair_checkpoints(run_dir: Path) -> None:
+    """Put best.pt and last.pt back in step after a kill between their writes, or refuse."""
+    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    state = load_checkpoint(last_path)
+    best = load_checkpoint(best_path) if best_path.is_file() else None
     if best is not None and best["epoch"] > state["epoch"]:
         # Killed between writing best.pt and last.pt: best.pt is the newer state, whole.
         print(f"{best_path} is ahead of {last_path} (epoch {best['epoch']} > {state['epoch']}): resuming from it.", flush=True)
         save_checkpoint(last_path, {k: v for k, v in best.items() if k != "format"})
-        return _resume_state(run_dir, fields, launch, model_config, is_main, device)
+        return
+    if not state["history"]:
+        return
+    best_epoch = _best_epoch(state["history"])
     if best is None or best["epoch"] != best_epoch:
         if state["epoch"] != best_epoch:
             raise CheckpointError(
@@ -629,7 +640,6 @@ def _resume_state(run_dir: Path, fields: dict[str, Any], launch: dict[str, Any],
             )
         print(f"{best_path} did not hold the best epoch ({best_epoch}); restored it from {last_path}.", flush=True)
         save_checkpoint(best_path, {k: v for k, v in state.items() if k != "format"})
-    return state
 
 
 class _Progress:
