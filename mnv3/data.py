@@ -361,7 +361,7 @@ _JPEG_TOP = "cifar10-jpeg"
 
 
 def _replace_hint(path: Path) -> str:
-    return f"replace {path.name} with a fresh copy of the mirror's file, or delete it to be told what is missing"
+    return f"replace {path.name} in the mirror with an intact copy"
 
 
 def _read_idx_gz(path: Path, ndim: int) -> np.ndarray:
