@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from .data import canonical_dataset_name
+
 __all__ = ["Experiment", "EXPERIMENTS", "PROFILES", "get_experiment"]
 
 
@@ -19,7 +21,7 @@ def _field(default, help: str):
 @dataclass(frozen=True)
 class Experiment:
     # what is trained
-    dataset: str = _field("mnist", "mnist, fashion_mnist, kmnist, cifar10, cifar100 or synthetic (tests)")
+    dataset: str = _field("mnist", "mnist, fashion_mnist, kmnist, cifar10, cifar100 or synthetic (tests); torchvision's names (FashionMNIST, CIFAR10) also work")
     arch: str = _field("small", "small, large or the path to a spec JSON file")
     drop_first_strides: int = _field(0, "set the first N stride-2 layers (stem first) to 1; 2 = the original's CIFAR 'stride 1'")
     width_mult: float = _field(1.0, "the paper's width multiplier (channels rounded to multiples of 8)")
@@ -84,7 +86,12 @@ EXPERIMENTS = tuple(_BASE)
 
 
 def get_experiment(name: str, profile: str = "quick", **overrides) -> Experiment:
-    """The experiment ``name`` under ``profile``, with field overrides applied."""
+    """The experiment ``name`` under ``profile``, with field overrides applied.
+
+    A ``dataset`` override may be an alias (``FashionMNIST``); it is stored under its canonical
+    name, so run folders and config.json always say ``fashion_mnist``. Raises ValueError for an
+    unknown experiment, profile, field or dataset.
+    """
     if name not in _BASE:
         raise ValueError(f"unknown experiment {name!r}; valid experiments: {', '.join(EXPERIMENTS)}.")
     if profile not in PROFILES:
@@ -96,4 +103,6 @@ def get_experiment(name: str, profile: str = "quick", **overrides) -> Experiment
     for key, allowed in CHOICES.items():
         if key in overrides and overrides[key] not in allowed:
             raise ValueError(f"--{key.replace('_', '-')} {overrides[key]!r} is not one of: {', '.join(allowed)}.")
+    if "dataset" in overrides:
+        overrides = {**overrides, "dataset": canonical_dataset_name(overrides["dataset"])}
     return dataclasses.replace(_BASE[name], **{**_PROFILE_OVERRIDES[profile][name], **overrides})

@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .checkpoint import CheckpointError, check_model_config, evaluation_weights, load_checkpoint, remove_stale_temporaries, save_checkpoint, write_json_atomic
-from .data import DataUnavailableError, auto_augment, cutout, dataset_info, load_split, prepare_batch, train_val_split, iterate_batches
+from .data import DataUnavailableError, auto_augment, cutout, dataset_info, ensure_splits, load_split, prepare_batch, train_val_split, iterate_batches
 from .experiments import EXPERIMENTS, PROFILES, Experiment, get_experiment
 from .model import build_model
 from .runs import RunLock, RunLockedError, machine_record, overrides, run_name
@@ -107,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the run folder's name (default: the experiment, plus the overridden fields and seed, e.g. "
         "mnist_small-epochs5-lr0.05, so a run with other settings never replaces the profile's own)",
     )
+    parser.add_argument("--ddp-timeout", type=float, default=600, metavar="SECONDS", help="DDP: a rank that waits this long for the others in a collective (a hung or stopped rank) fails the run instead of waiting torch's 30 minutes (default 600)")
     fields = parser.add_argument_group("experiment fields (override the profile's values)")
     for f in dataclasses.fields(Experiment):
         kind = {"int": int, "float": float, "bool": _parse_bool, "str": str}[str(f.type)]
@@ -289,7 +291,7 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
     # --- devices and processes
     distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     if distributed:
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() and args.device != "cpu" else "gloo")
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() and args.device != "cpu" else "gloo", timeout=timedelta(seconds=args.ddp_timeout))
         rank, world_size = dist.get_rank(), dist.get_world_size()
         local_rank = int(os.environ.get("LOCAL_RANK", 0))
     else:
@@ -330,6 +332,7 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
         # --- data: the whole split lives on the training device as uint8; batches are slices of it
         info = dataset_info(exp.dataset)
         image_size = exp.image_size or info.image_size
+        ensure_splits(exp.dataset, root=args.data_root, mirror=args.data_mirror)  # a broken test split fails now, not after training
         images, labels = load_split(exp.dataset, "train", root=args.data_root, mirror=args.data_mirror)
         train_idx, val_idx = train_val_split(len(images), exp.val_fraction, seed=SPLIT_SEED)
         if exp.max_train_samples:
