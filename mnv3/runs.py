@@ -111,7 +111,8 @@ def _cpu_model() -> str:
 
 
 def machine_record(threads: int) -> dict[str, Any]:
-    """What a throughput number depends on: CPU model and count, torch threads, load average.
+    """What a throughput number and CPU rounding depend on: CPU model and count, torch threads,
+    load average, the instruction set torch's kernels use and any setting that caps it.
 
     ``load_average`` is the 1-, 5- and 15-minute load when the run started (None where the OS has
     none); a load near or above ``cpu_count`` means other work shared the machine.
@@ -120,7 +121,12 @@ def machine_record(threads: int) -> dict[str, Any]:
         load = [round(x, 2) for x in os.getloadavg()]
     except (OSError, AttributeError):
         load = None
-    return {"cpu_model": _cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": threads, "load_average": load}
+    import torch
+
+    # The kernels oneDNN and ATen pick depend on the instruction set, and round differently.
+    isa = {k: os.environ[k] for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_CBWR") if k in os.environ}
+    return {"cpu_model": _cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": threads, "load_average": load,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "isa_settings": isa}  # fmt: skip
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:

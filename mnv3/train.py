@@ -121,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Experiment]:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
+    if args.ddp_timeout <= 0:
+        parser.error(f"--ddp-timeout must be a positive number of seconds, got {args.ddp_timeout:g}")
     if unknown:
         valid = ", ".join("--" + f.name.replace("_", "-") for f in dataclasses.fields(Experiment))
         parser.error(f"unknown argument(s) {' '.join(unknown)}; experiment fields are: {valid}")

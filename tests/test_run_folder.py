@@ -174,6 +174,18 @@ def test_config_records_the_machine(finished):
     machine = config["machine"]
     assert machine["torch_threads"] == 1 and machine["cpu_count"] >= 1 and machine["cpu_model"]
     assert machine["load_average"] is None or len(machine["load_average"]) == 3
+    assert machine["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and machine["isa_settings"] == {}
+
+
+def test_huge_width_and_bad_ddp_timeout_fail_in_one_line(tmp_path, capsys):
+    from mnv3.model import build_model
+    from mnv3.spec import SpecError
+
+    with pytest.raises(SpecError, match="about .* parameters \\(width_mult 100"):
+        build_model("large", width_mult=100)
+    with pytest.raises(SystemExit):
+        main(["--experiment", "mnist_small", "--ddp-timeout", "0"])
+    assert "--ddp-timeout must be a positive number of seconds" in capsys.readouterr().err
 
 
 def test_resume_command_rebuilds_the_whole_launch():
