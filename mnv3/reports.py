@@ -283,7 +283,8 @@ class ReportResult:
     notebook: Notebook
     experiment: str | None
     html: Path
-    # "ok"; "missing" (inputs absent: the page names the make target); "failed"; and, on the
+    # "ok"; "missing" (not executed, no page: ``message`` names the make target or says the run is
+    # unfinished, and the index shows it); "failed"; and, on the
     # index only, "earlier" (not run this time, the page of an earlier run) or "absent" (no page).
     status: str
     message: str = ""
