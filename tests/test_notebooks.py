@@ -273,7 +273,7 @@ def test_export_page_never_exports_headlessly(trained_run, tmp_path):
     assert [r.status for r in results] == ["missing"] * len(nb.executions())
     assert not (runs / "mnist_small" / "export").exists()
     assert not (tmp_path / "out" / "06_export-mnist_small.html").exists()
-    assert "make export PROFILE=quick" in index_entry((tmp_path / "out" / "index.html").read_text(), "mnist_small")
+    assert "make export PROFILE=quick" in index_entry((tmp_path / "out" / "index.html").read_text(), "mnist_small (not executed")
 
 
 def test_interactive_commands_use_absolute_paths(tmp_path, monkeypatch):
