@@ -1,22 +1,32 @@
-# mnv3: `make setup` once, then `make all` (data, train, reports) or `make test`.
+# mnv3: `make setup` once, then `make all` (data, train, reports) or `make test`. `make help` lists
+# the targets.
 PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # On our machines these install from the local disk; the pyproject ranges also admit torch 2.11.
-TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
+# TORCH=cpu: PyTorch's CPU-only build from download.pytorch.org (must be reachable), for machines
+# without a GPU: about 0.7 GB installed instead of the 6.4 GB .venv that PyPI's CUDA build makes on
+# Linux. The "+cpu" pins keep pip from falling back to the CUDA build when that index is out of reach.
+TORCH ?=
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_PIN ?= $(if $(filter cpu,$(TORCH)),torch==2.14.1+cpu torchvision==0.29.1+cpu,torch==2.14.1 torchvision==0.29.1)
+TORCH_INDEX_ARGS = $(if $(filter cpu,$(TORCH)),--index-url $(TORCH_CPU_INDEX))
 
-.PHONY: setup test
-setup: $(VENV)/.installed
+.PHONY: help setup test
+help: ## list the targets, one line each (PROFILE=quick|full and the other variables: see the Makefile's comments)
+	@awk 'BEGIN {FS = ":[^#]*## "} /^[a-z][a-z-]*:.*## / {printf "  make %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+setup: $(VENV)/.installed ## create .venv and install the package with its dev extras (TORCH=cpu: CPU-only torch)
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(TORCH_PIN)
+	$(PY) -m pip install -q $(TORCH_INDEX_ARGS) $(TORCH_PIN) || { echo "make setup: could not install $(TORCH_PIN)$(if $(TORCH_INDEX_ARGS), from $(TORCH_CPU_INDEX) (offline? then run make setup without TORCH=cpu))"; exit 1; }
 	$(PY) -m pip install -q -e ".[dev]" $(TORCH_PIN)
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
-test: setup
+test: setup ## run the test suite
 	$(PY) -m pytest -q
 
 # ------------------------------------------------------------------ data, training and reports
@@ -41,6 +51,7 @@ MIRROR_ARG = $(if $(MNV3_DATA_MIRROR),--data-mirror $(MNV3_DATA_MIRROR))
 .PHONY: data train reports all
 
 # Decode each dataset split once into $(DATA_ROOT)/cache/<name>-<split>.pt.
+data: ## decode MNIST and CIFAR-10 once into data/cache/ (from MNV3_DATA_MIRROR when set)
 data: $(foreach d,$(DATASETS),$(DATA_ROOT)/cache/$(d)-train.pt $(DATA_ROOT)/cache/$(d)-test.pt)
 
 $(DATA_ROOT)/cache/%.pt: | setup
@@ -50,6 +61,7 @@ $(DATA_ROOT)/cache/%.pt: | setup
 # retrain it); an interrupted one (last.pt, no test.json) is resumed. Several GPUs:
 # TRAIN_CMD="torchrun --nproc_per_node 4 -m mnv3.train".
 TRAIN_CMD ?= $(PY) -m mnv3.train
+train: ## train every experiment of PROFILE into runs/<profile>/ (finished runs are skipped)
 train: $(foreach e,$(EXPERIMENTS),$(TRAIN_OUT)/$(PROFILE)/$(e)/test.json)
 
 $(TRAIN_OUT)/$(PROFILE)/%/test.json: | data
@@ -57,13 +69,13 @@ $(TRAIN_OUT)/$(PROFILE)/%/test.json: | data
 
 # Execute the notebooks into $(REPORTS_DIR)/notebooks/, convert them to $(REPORTS_DIR)/*.html and
 # write $(REPORTS_DIR)/index.html. A failing cell fails make, naming the notebook and the cell.
-reports: | setup
+reports: | setup ## execute the notebooks and render reports/<profile>/index.html
 	$(PY) -m mnv3.reports run --profile $(PROFILE) --runs-dir $(RUNS_DIR) --out $(REPORTS_DIR) --data-root $(DATA_ROOT) $(MIRROR_ARG) $(REPORT_ARGS)
 
 # In order, also under -j.
 # Export is not part of `all`: exporting and checking the four quick runs took 7.7 minutes on the
 # idle 2-core CPU, more than `all` itself (6.5). `make export reports` adds the 06 pages' numbers.
-all:
+all: ## data, train and reports, in order
 	$(MAKE) data
 	$(MAKE) train
 	$(MAKE) reports
@@ -82,7 +94,7 @@ ANDROID_RUNS := $(RUNS_DIR)/mnist_small $(RUNS_DIR)/cifar10_small_s1
 
 .PHONY: export android-assets
 
-export: $(EXPORTS)
+export: $(EXPORTS) ## export every finished run of PROFILE (ExecuTorch fp32/int8, .ptl, ONNX) with parity reports
 	$(if $(EXPORTS),,@echo "make export: no finished run in $(RUNS_DIR); train them first: make train PROFILE=$(PROFILE)")
 
 $(RUNS_DIR)/%/export/parity.json: $(RUNS_DIR)/%/test.json | setup
@@ -91,6 +103,7 @@ $(RUNS_DIR)/%/export/parity.json: $(RUNS_DIR)/%/test.json | setup
 # The Android app's assets (android-demo/app/src/main/assets/{mnist,cifar10}/, git-ignored): the
 # fp32 model.pte of mnist_small and cifar10_small_s1 (copied from their exports), model.json, test
 # images and golden.json.
+android-assets: ## copy the fp32 .pte, model.json, test images and golden predictions into the Android app
 android-assets: $(foreach r,$(ANDROID_RUNS),$(r)/export/parity.json)
 	$(PY) -m mnv3.export android-assets --mnist $(RUNS_DIR)/mnist_small --cifar $(RUNS_DIR)/cifar10_small_s1 --data-root $(DATA_ROOT) $(MIRROR_ARG)
 
@@ -99,14 +112,14 @@ android-assets: $(foreach r,$(ANDROID_RUNS),$(r)/export/parity.json)
 # About 13 min the first time on the 2-core CPU (exports, cached in ~/.cache/mnv3/bench), under 3 min after.
 BENCH_ARGS ?=
 .PHONY: bench
-bench: | setup
+bench: | setup ## benchmarks: CPU latency, training throughput, width frontier -> reports/bench/*.json
 	$(PY) -m mnv3.bench --out reports/bench --runs-dir $(RUNS_DIR) $(BENCH_ARGS)
 
 # The GPU machine is offline and receives only the working tree: copy the mirror into it (git-ignored
 # .mirror/, about 30 MB) and carry that folder. Then, there: bash scripts/gpu_full_profile.sh
 GPU_MIRROR ?= .mirror
 .PHONY: gpu-mirror
-gpu-mirror:
+gpu-mirror: ## copy the dataset mirror into .mirror/ for the offline GPU machine
 	@test -n "$(MNV3_DATA_MIRROR)" || { echo "make gpu-mirror: no mirror to copy; run it with MNV3_DATA_MIRROR=DIR (a folder laid out as in data/README.md)"; exit 2; }
 	mkdir -p $(GPU_MIRROR)/MNIST/raw
 	cp $(MNV3_DATA_MIRROR)/MNIST/raw/*.gz $(GPU_MIRROR)/MNIST/raw/

@@ -15,6 +15,7 @@ __all__ = [
     "evaluate_run",
     "classification_metrics",
     "classification_report_frame",
+    "classification_report_table",
     "confusion",
     "most_confused_pairs",
     "misclassified",
@@ -172,6 +173,23 @@ def classification_report_frame(labels: Any, predictions: Any, class_names: Sequ
     frame = frame[["precision", "recall", "f1-score", "support"]]
     frame["support"] = frame["support"].round().astype("int64")
     return frame
+
+
+def classification_report_table(frame, digits: int = 4):
+    """:func:`classification_report_frame` as text, laid out as scikit-learn prints it.
+
+    Numbers are rounded to ``digits`` decimals and supports are integers; the "accuracy" row has
+    its value under ``f1-score`` and its support only, with the precision and recall cells empty
+    (the frame holds NaN there, which a table would print as "NaN").
+    """
+    import pandas as pd
+
+    def cell(value: Any, column: str) -> str:
+        if pd.isna(value):
+            return ""
+        return f"{int(value)}" if column == "support" else f"{value:.{digits}f}"
+
+    return pd.DataFrame({c: [cell(v, c) for v in frame[c]] for c in frame.columns}, index=frame.index)
 
 
 def confusion(labels: Any, predictions: Any, num_classes: int) -> np.ndarray:

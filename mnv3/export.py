@@ -776,8 +776,10 @@ def write_parity(report: dict[str, Any], out_dir: str | Path) -> None:
     int8 = report.get("int8")
     if int8:
         verdict = "within" if int8["within_budget"] else "OVER"
-        lines += ["", f"int8 vs fp32 .pte: {int8['accuracy_drop_points']:+.2f} points of test accuracy lost "
-                      f"({verdict} the {int8['max_drop_points']:.1f}-point budget)."]  # fmt: skip
+        drop = int8["accuracy_drop_points"]  # positive: int8 is less accurate; the reader sees words, not a sign
+        change = f"loses {drop:.2f} points" if drop > 0 else f"gains {-drop:.2f} points" if drop < 0 else "loses nothing"
+        lines += ["", f"int8 against the fp32 .pte: test accuracy {change} "
+                      f"({verdict} the budget of {int8['max_drop_points']:.1f} point(s) lost)."]  # fmt: skip
     if any(row["artefact"] == "ptl" for row in report["rows"]):
         lines += ["", f"Legacy: {LEGACY_NOTE}"]
     (out_dir / "parity.md").write_text("\n".join(lines) + "\n")

@@ -23,9 +23,12 @@ with a cell tagged ``parameters``, and add an entry to the list, e.g.::
     )
 
 Every notebook receives, when it declares them, the common parameters ``profile``, ``runs_dir``,
-``reports_dir``, ``data_root`` and ``data_mirror`` (absolute paths), and ``experiment`` when it is
-run once per experiment. A notebook whose inputs (its :class:`Requirement` files) are missing is not
-executed: its page says which ``make`` target produces them, and the run still succeeds. A cell that
+``reports_dir``, ``data_root`` and ``data_mirror``, and ``experiment`` when it is run once per
+experiment. Paths are passed relative to the repository root (:func:`shown_path`), so that no page
+shows a machine's folder layout, and the notebooks resolve them against the repository
+(:func:`repo_path`), so that they run from the root and from ``notebooks/`` alike. A notebook whose
+inputs (its :class:`Requirement` files) are missing is not executed and leaves no page: the index
+says which ``make`` target produces them, and the run still succeeds. A cell that
 raises fails the run, naming the notebook and the cell. ``tests/test_notebooks.py`` runs every entry
 of the list (give new notebooks knobs that make them fast, and add them to its ``FAST``).
 
@@ -39,6 +42,7 @@ import html
 import json
 import math
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -50,6 +54,9 @@ from .experiments import EXPERIMENTS, PROFILES
 __all__ = [
     "REPO",
     "NOTEBOOK_DIR",
+    "repo_path",
+    "shown_path",
+    "run_state",
     "Requirement",
     "Notebook",
     "NOTEBOOKS",
@@ -71,6 +78,24 @@ REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO / "notebooks"
 KERNEL_NAME = "python3"
 
+
+def repo_path(path: str | Path) -> Path | str:
+    """A notebook's path parameter as a path: relative paths are taken from the repository root,
+    whatever the working folder (papermill from the root, JupyterLab in ``notebooks/``); absolute
+    paths are kept; ``""`` (no path, e.g. no dataset mirror) stays ``""``."""
+    if path in ("", None):
+        return ""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else REPO / path
+
+
+def shown_path(path: str | Path) -> str:
+    """``path`` as the reports show it: relative to the repository root (``runs/quick``,
+    ``../shared/datasets``), never a machine's absolute layout; ``""`` stays ``""``."""
+    if path in ("", None):
+        return ""
+    return Path(os.path.relpath(Path(path).resolve(), REPO)).as_posix()
+
 # The original project's results (Keras, 2019), quoted by the notebooks and the index.
 ORIGINAL_RESULTS = {
     "mnist_small": "95%",
@@ -87,16 +112,19 @@ ORIGINAL_SUMMARY = "MNIST 95% (Small); CIFAR-10 59% (Small); CIFAR-10 Large neve
 class Requirement:
     """A file a report needs, and the hint that says how to produce it when it is missing.
 
-    Both are templates formatted with the report's context: ``{profile}``, ``{runs_dir}``,
-    ``{reports_dir}``, ``{data_root}``, ``{experiment}``, ``{train_hint}`` (see :func:`train_hint`)
-    and ``{repo}``.
+    ``path`` is a template formatted with the report's context: ``{profile}``, ``{runs_dir}``,
+    ``{reports_dir}``, ``{data_root}``, ``{experiment}`` and ``{repo}`` (absolute paths). ``hint``
+    is formatted with the same names as the pages show them (relative to the repository), plus
+    ``{train_hint}`` (see :func:`train_hint`). Only the first missing file is reported.
     """
 
     path: str
     hint: str = "{train_hint}"
 
 
-RUN_REQUIREMENT = Requirement("{runs_dir}/{experiment}/config.json")
+# A finished run: test.json is written last, after the final test evaluation. A stopped run (no
+# test.json) is shown by the training pages as unfinished, and never evaluated or exported.
+RUN_REQUIREMENT = Requirement("{runs_dir}/{experiment}/test.json")
 # How RUN/export/ is made (a Requirement hint template; notebooks/06_export.ipynb says the same).
 EXPORT_HINT = "`make export PROFILE={profile}` (this run alone: `python -m mnv3.export {runs_dir}/{experiment}`)"
 
@@ -194,7 +222,7 @@ NOTEBOOKS: list[Notebook] = [
         "CPU latency against torchvision and the mobile runtimes, training throughput, and the "
         "accuracy-latency frontier over width multipliers.",
         # Reads reports/bench/*.json, written by `make bench` (python -m mnv3.bench).
-        parameters={"bench_dir": str(REPO / "reports" / "bench")},
+        parameters={"bench_dir": "reports/bench"},
         requires=(Requirement("{repo}/reports/bench/inference.json", "`make bench`"),),
     ),
 ]
@@ -234,16 +262,19 @@ class ReportContext:
     data_root: Path
     data_mirror: str = ""  # "" = $MNV3_DATA_MIRROR or none
 
-    def fields(self, experiment: str | None = None) -> dict[str, Any]:
+    def fields(self, experiment: str | None = None, *, shown: bool = False) -> dict[str, Any]:
+        """The template fields; ``shown=True`` gives the paths relative to the repository, as the
+        pages and the notebooks' parameters carry them."""
+        path = shown_path if shown else str
         return {
             "profile": self.profile,
-            "runs_dir": str(self.runs_dir),
-            "reports_dir": str(self.reports_dir),
-            "data_root": str(self.data_root),
-            "data_mirror": self.data_mirror,
+            "runs_dir": path(self.runs_dir),
+            "reports_dir": path(self.reports_dir),
+            "data_root": path(self.data_root),
+            "data_mirror": path(self.data_mirror),
             "experiment": experiment or "",
             "train_hint": train_hint(self.profile, experiment),
-            "repo": str(REPO),
+            "repo": "." if shown else str(REPO),
         }
 
 
@@ -252,7 +283,8 @@ class ReportResult:
     notebook: Notebook
     experiment: str | None
     html: Path
-    # "ok"; "missing" (inputs absent: the page names the make target); "failed"; and, on the
+    # "ok"; "missing" (not executed, no page: ``message`` names the make target or says the run is
+    # unfinished, and the index shows it); "failed"; and, on the
     # index only, "earlier" (not run this time, the page of an earlier run) or "absent" (no page).
     status: str
     message: str = ""
@@ -272,7 +304,7 @@ def _declared_parameters(path: Path) -> set[str]:
 
 def _notebook_parameters(nb: Notebook, ctx: ReportContext, experiment: str | None, overrides: Mapping[str, Any]) -> dict[str, Any]:
     declared = _declared_parameters(nb.path)
-    common = {k: v for k, v in ctx.fields(experiment).items() if k in ("profile", "runs_dir", "reports_dir", "data_root", "data_mirror")}
+    common = {k: v for k, v in ctx.fields(experiment, shown=True).items() if k in ("profile", "runs_dir", "reports_dir", "data_root", "data_mirror")}
     if experiment:
         common["experiment"] = experiment
     params = {**common, **nb.parameters, **nb.profile_parameters.get(ctx.profile, {}), **overrides}
@@ -285,15 +317,18 @@ def _notebook_parameters(nb: Notebook, ctx: ReportContext, experiment: str | Non
     return params
 
 
-def _missing_page(title: str, missing: list[tuple[Path, str]]) -> str:
-    items = "\n".join(
-        f"<li><code>{html.escape(str(path))}</code> is missing. Produce it with {_markdown_code(hint)}.</li>" for path, hint in missing
-    )
-    return _page(
-        title,
-        f"<h1>{html.escape(title)}</h1>\n<p class='missing'>This report was not executed because its inputs are missing.</p>\n"
-        f"<ul>\n{items}\n</ul>\n<p>Then run <code>make reports</code> again.</p>",
-    )
+def _not_executable(nb: Notebook, ctx: ReportContext, experiment: str | None) -> str:
+    """Why ``nb`` cannot run for ``experiment`` (one sentence naming the make target), or ""."""
+    if experiment and RUN_REQUIREMENT in nb.requires:
+        state = run_state(ctx.runs_dir / experiment)
+        if state["status"] == "unfinished":
+            return (f"the run {experiment} is {state['label']}: it has no test.json, so it has no result to "
+                    f"evaluate or export; its curves are on the training pages")
+    fields, shown = ctx.fields(experiment), ctx.fields(experiment, shown=True)
+    for req in nb.requires:
+        if not Path(req.path.format(**fields)).exists():
+            return f"`{req.path.format(**shown)}` is missing; produce it with {req.hint.format(**shown)}"
+    return ""
 
 
 def _markdown_code(text: str) -> str:
@@ -314,6 +349,7 @@ _CSS = (
     "table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}"
     "th{background:#f3f3f3}td.text,th.text{text-align:left}.missing{color:#a40}.failed{color:#b00;font-weight:bold}"
     "code{background:#f4f4f4;padding:0 .2em}"
+    ".note{background:#fff8e1;border-left:4px solid #e0a800;padding:.5em 1em}"
 )
 
 
@@ -346,15 +382,38 @@ def _failed_cell(err: Exception, executed: Path) -> str:
     return f'{where}{prompt} ("{first}")'
 
 
+def _relative_papermill_paths(executed: Path) -> None:
+    """papermill records the notebooks' absolute paths in the executed notebook's metadata; keep
+    them relative to the repository, as everything the reports show."""
+    import nbformat
+
+    nb = nbformat.read(str(executed), as_version=4)
+    meta = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if meta.get(key):
+            meta[key] = shown_path(meta[key])
+    nbformat.write(nb, str(executed))
+
+
+# nbconvert's templates load MathJax from a CDN between these comments; the pages carry MathML
+# instead (see mnv3.mathml), so that formulas show without internet.
+_MATHJAX_BLOCK = re.compile(r"<!-- Load mathjax -->.*?<!-- End of mathjax configuration -->", flags=re.S)
+
+
 def _to_html(executed: Path, title: str, destination: Path) -> None:
     import nbconvert
     import nbformat
 
+    from .mathml import markdown_with_mathml
+
     nb = nbformat.read(str(executed), as_version=4)
     nb.metadata["title"] = title
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = markdown_with_mathml(cell.source)
     # The lab template embeds PNG outputs as base64 data URIs: each page is self-contained.
     body, _ = nbconvert.HTMLExporter().from_notebook_node(nb)
-    destination.write_text(body, encoding="utf-8")
+    destination.write_text(_MATHJAX_BLOCK.sub("", body), encoding="utf-8")
 
 
 def execute_report(
@@ -377,18 +436,14 @@ def execute_report(
     out_html = ctx.reports_dir / f"{name}.html"
     out_ipynb = ctx.reports_dir / "notebooks" / f"{name}.ipynb"
     out_ipynb.parent.mkdir(parents=True, exist_ok=True)
-    fields = ctx.fields(experiment)
-    missing = []
-    for req in nb.requires:
-        path = Path(req.path.format(**fields))
-        if not path.exists():
-            missing.append((path, req.hint.format(**fields)))
-    if missing:
-        out_html.write_text(_missing_page(title, missing), encoding="utf-8")
+    reason = _not_executable(nb, ctx, experiment)
+    if reason:
+        # No placeholder page: the index says why, so nothing is left for git to track or ignore,
+        # and a page from an earlier run is removed rather than shown as current.
+        out_html.unlink(missing_ok=True)
         out_ipynb.unlink(missing_ok=True)
-        hints = "; ".join(f"{p} is missing, produce it with {h}" for p, h in missing)
-        log(f"[reports] {name}: not executed ({hints})")
-        return ReportResult(nb, experiment, out_html, "missing", hints)
+        log(f"[reports] {name}: not executed ({reason.replace('`', '')})")
+        return ReportResult(nb, experiment, out_html, "missing", reason)
 
     params = _notebook_parameters(nb, ctx, experiment, overrides or {})
     rel = nb.path.relative_to(REPO) if nb.path.is_relative_to(REPO) else nb.path
@@ -404,7 +459,11 @@ def execute_report(
             cwd=str(nb.path.parent),
             progress_bar=False,
             log_output=False,
+            # The kernel warns on every start that it talks over TCP without encryption: it
+            # listens on 127.0.0.1 for the one notebook it runs, and nothing can be done about it.
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],
         )
+        _relative_papermill_paths(out_ipynb)
     except Exception as err:  # PapermillExecutionError, or the kernel dying
         seconds = time.perf_counter() - start
         log(str(err).rstrip())  # papermill's own report: the cell and its traceback
@@ -567,9 +626,11 @@ def _cache_source(data_root: str | Path | None, name: str) -> str:
 def experiment_summary(run_dir: str | Path, data_root: str | Path | None = None) -> dict[str, Any]:
     """One row of the index's table, read from a run folder.
 
-    Keys: experiment, status ("ok", "missing": no run folder, "unfinished": no test.json), dataset,
-    arch, image_size, epochs, test_accuracy, parameters, macs (per image, at the run's image size,
-    see mnv3.summary), train_seconds, seconds_per_epoch, device.
+    Keys: experiment, status ("ok", "missing": no run folder, "unfinished": no test.json), label
+    (:func:`run_state`'s, e.g. "unfinished (stopped at epoch 54 of 60)"), dataset, arch,
+    image_size, epochs (planned), train_images, test_accuracy (finished runs only), parameters,
+    macs (per image, at the run's image size, see mnv3.summary), train_seconds,
+    seconds_per_epoch, device.
     """
     from .model import model_from_config
     from .summary import summarize, totals
@@ -594,10 +655,13 @@ def experiment_summary(run_dir: str | Path, data_root: str | Path | None = None)
         macs=table["macs"],
         device=config.get("device", "?"),
     )
+    row["train_images"] = config.get("train_samples")
     metrics = load_metrics(run_dir)
     if metrics is not None and len(metrics):
         row["train_seconds"] = float(metrics["epoch_seconds"].sum())
         row["seconds_per_epoch"] = float(metrics["epoch_seconds"].mean())
+    state = run_state(run_dir)
+    row.update(label=state["label"], epochs_done=state["epochs_done"])
     test_path = run_dir / "test.json"
     if test_path.is_file():
         test = json.loads(test_path.read_text())
@@ -631,14 +695,35 @@ def _fmt_seconds(value: Any) -> str:
 def _report_link(r: ReportResult, label: str) -> str:
     if r.status == "absent":
         return f"{html.escape(label)} <span class='missing'>(not generated yet: run <code>make reports</code>)</span>"
+    if r.status == "missing":  # no page: the reason is here
+        return f"{html.escape(label)} <span class='missing'>(not executed: {_markdown_code(r.message)})</span>"
     link = f"<a href='{html.escape(r.html.name)}'>{html.escape(label)}</a>"
-    if r.status == "missing":
-        link += f" <span class='missing'>(not executed: {_markdown_code(r.message)})</span>"
-    elif r.status == "failed":
+    if r.status == "failed":
         link += f" <span class='failed'>(FAILED: {html.escape(r.message)})</span>"
     elif r.status == "earlier":
         link += " <small>(from an earlier run)</small>"
     return link
+
+
+def profile_note(profile: str, rows: Sequence[Mapping[str, Any]]) -> str:
+    """The sentence the index puts beside the accuracies: what a profile's runs can tell (HTML)."""
+    if profile != "quick":
+        return ""
+    epochs = sorted({r["epochs"] for r in rows if r.get("epochs") is not None})
+    span = f"{epochs[0]}" if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}" if epochs else "a few"
+    return (
+        "<p class='note'><strong>Quick profile: these runs check the pipeline; their accuracies are not results.</strong> "
+        f"Each quick run trains for {span} epoch(s) on part of the training set (columns Epochs and Training images), "
+        "which shows that training, evaluation and reporting work end to end, not what the models can reach: the "
+        "CIFAR-10 accuracies in particular are far below a full training. Compare the original project's numbers "
+        "(below the table) with the full profile's results (<code>make reports PROFILE=full</code>), not with these.</p>"
+    )
+
+
+def _epochs_cell(row: Mapping[str, Any]) -> str:
+    if row["status"] == "unfinished" and row.get("epochs") is not None:
+        return f"{row.get('epochs_done', 0)} of {row['epochs']}"
+    return str(row["epochs"]) if row.get("epochs") is not None else "-"
 
 
 def render_index(ctx: ReportContext, results: Sequence[ReportResult], rows: Sequence[Mapping[str, Any]]) -> str:
@@ -659,27 +744,31 @@ def render_index(ctx: ReportContext, results: Sequence[ReportResult], rows: Sequ
             links.append(f"<li>{html.escape(nb.title)} (one page per experiment){desc}<ul>{items}</ul></li>")
         else:
             links.append(f"<li>{_report_link(group[0], nb.title)}{desc}</li>")
-    header = ["Experiment", "Dataset", "Model", "Image size", "Epochs", "Test accuracy", "Parameters", "MACs", "Training time (s)", "Device", "Reports"]
-    text_columns = {0, 1, 2, 9, 10}
+    accuracy_header = "Test accuracy (pipeline check)" if ctx.profile == "quick" else "Test accuracy"
+    header = ["Experiment", "Dataset", "Model", "Image size", "Epochs", "Training images", accuracy_header, "Parameters", "MACs",
+              "Training time (s)", "Device", "Reports"]
+    text_columns = {0, 1, 2, 6, 10, 11}
     body = []
     for row in rows:
         pages = ", ".join(
             f"<a href='{html.escape(r.html.name)}'>{html.escape(r.notebook.name)}</a>"
-            for r in per_run_pages.get(row["experiment"], []) if r.status != "absent"
+            for r in per_run_pages.get(row["experiment"], []) if r.status not in ("absent", "missing")  # no page to link
         )
         if row["status"] == "missing":
             cells = [f"<td class='text'>{html.escape(row['experiment'])}</td>",
                      f"<td class='text missing' colspan='{len(header) - 2}'>no run folder: {_markdown_code(train_hint(ctx.profile, row['experiment']))}</td>"]
         else:
             model = f"{row['arch']}" + (f", first {row['drop_first_strides']} strides 1" if row.get("drop_first_strides") else "")
-            accuracy = format_accuracy(row.get("test_accuracy")) if row["status"] == "ok" else "unfinished (no test.json)"
+            # An unfinished run is never counted as a result: its label takes the accuracy's place.
+            accuracy = format_accuracy(row.get("test_accuracy")) if row["status"] == "ok" else row.get("label", "unfinished")
             cells = [
                 f"<td class='text'>{html.escape(row['experiment'])}</td>",
                 f"<td class='text'>{html.escape(row['dataset'])}</td>",
                 f"<td class='text'>{html.escape(model)}</td>",
                 f"<td>{row['image_size']}</td>",
-                f"<td>{row.get('epochs') if row.get('epochs') is not None else '-'}</td>",
-                f"<td>{html.escape(accuracy)}</td>",
+                f"<td>{_epochs_cell(row)}</td>",
+                f"<td>{_fmt_int(row.get('train_images'))}</td>",
+                f"<td class='{'text' if row['status'] == 'ok' else 'text missing'}'>{html.escape(accuracy)}</td>",
                 f"<td>{_fmt_int(row.get('parameters'))}</td>",
                 f"<td>{_fmt_macs(row.get('macs'))}</td>",
                 f"<td>{_fmt_seconds(row.get('train_seconds'))}</td>",
@@ -693,9 +782,10 @@ def render_index(ctx: ReportContext, results: Sequence[ReportResult], rows: Sequ
     body_html = f"""<h1>mnv3 reports: {html.escape(ctx.profile)} profile</h1>
 {banner}
 <p>MobileNetV3 (Howard et al. 2019) from JSON specs, trained on MNIST and CIFAR-10. Runs read from
-<code>{html.escape(str(ctx.runs_dir))}</code>; generated {time.strftime('%Y-%m-%d %H:%M')} by
+<code>{html.escape(shown_path(ctx.runs_dir))}</code>; generated {time.strftime('%Y-%m-%d %H:%M')} by
 <code>python -m mnv3.reports run --profile {html.escape(ctx.profile)}</code> (<code>make reports PROFILE={html.escape(ctx.profile)}</code>).</p>
 <h2>Experiments</h2>
+{profile_note(ctx.profile, rows)}
 <table class='summary'>
 <thead><tr>{head}</tr></thead>
 <tbody>
@@ -703,9 +793,11 @@ def render_index(ctx: ReportContext, results: Sequence[ReportResult], rows: Sequ
 </tbody>
 </table>
 <p><small>Test accuracy: the whole test split, with the best checkpoint by validation accuracy.
-Parameters and MACs (multiply-adds per image, see <code>python -m mnv3.summary --help</code>) at the
+An unfinished run (no test.json) shows its state instead, and its curves on the training pages.
+Epochs: planned (an unfinished run: recorded of planned). Training images: per epoch, after the
+validation split. Parameters and MACs (multiply-adds per image, see <code>python -m mnv3.summary --help</code>) at the
 run's image size. Training time: the sum of the epochs' seconds, on the device shown.
-The original project: {html.escape(ORIGINAL_SUMMARY)}</small></p>
+The original project{' (full trainings: compare them with the full profile)' if ctx.profile == 'quick' else ''}: {html.escape(ORIGINAL_SUMMARY)}</small></p>
 <h2>Reports</h2>
 <ul>
 {chr(10).join(links)}
@@ -818,8 +910,38 @@ def load_test(run_dir: str | Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def run_state(run_dir: str | Path) -> dict[str, Any]:
+    """Whether a run folder holds a result: {"status", "epochs_done", "epochs_planned", "label"}.
+
+    status is "ok" (test.json: finished), "unfinished" (config.json but no test.json: stopped, or
+    still training) or "missing" (no config.json). epochs_done counts the rows of metrics.csv,
+    epochs_planned is config.json's ``fields.epochs`` (None when unknown). label is what the
+    pages print: "finished", "no run folder", or for an unfinished run "unfinished (stopped at
+    epoch 54 of 60)", the epoch it was in when it stopped (53 complete).
+    """
+    run_dir = Path(run_dir)
+    state: dict[str, Any] = {"status": "missing", "epochs_done": 0, "epochs_planned": None, "label": "no run folder"}
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        return state
+    planned = json.loads(config_path.read_text()).get("fields", {}).get("epochs")
+    metrics = load_metrics(run_dir)
+    done = 0 if metrics is None else len(metrics)
+    state.update(epochs_done=done, epochs_planned=planned)
+    if (run_dir / "test.json").is_file():
+        return {**state, "status": "ok", "label": "finished"}
+    if planned is None:
+        label = f"unfinished (stopped after {done} epochs)"
+    elif done >= planned:
+        label = f"unfinished (all {planned} epochs trained, no test evaluation)"
+    else:
+        label = f"unfinished (stopped at epoch {done + 1} of {planned})"
+    return {**state, "status": "unfinished", "label": label}
+
+
 def find_runs(runs_dir: str | Path, experiments: Sequence[str]) -> tuple[dict[str, Path], list[str]]:
-    """(run folders that have metrics, the experiments without them)."""
+    """(run folders that have metrics, the experiments without them). Unfinished runs (metrics, no
+    test.json) are among the first: the training pages draw their curves and label them."""
     present, missing = {}, []
     for name in experiments:
         run_dir = Path(runs_dir) / name
@@ -831,7 +953,7 @@ def missing_runs_markdown(missing: Sequence[str], profile: str, runs_dir: str | 
     """A Markdown note naming the missing runs and the make target that produces them."""
     if not missing:
         return ""
-    lines = [f"**Missing runs** in `{runs_dir}`:"]
+    lines = [f"**Missing runs** in `{shown_path(runs_dir)}`:"]
     lines += [f"- `{name}`: {train_hint(profile, name)}" for name in missing]
     return "\n".join(lines)
 
@@ -840,10 +962,15 @@ class MissingRunError(FileNotFoundError):
     """A notebook's run folder does not exist; the message says which make target makes it."""
 
 
-def require_run(runs_dir: str | Path, experiment: str, profile: str) -> Path:
+def require_run(runs_dir: str | Path, experiment: str, profile: str, *, finished: bool = False) -> Path:
+    """The run folder; MissingRunError naming the make target when it has no config.json, or, with
+    ``finished``, when it has no test.json (the error gives its :func:`run_state` label)."""
     run_dir = Path(runs_dir) / experiment
     if not (run_dir / "config.json").is_file():
-        raise MissingRunError(f"no run folder {run_dir} (no config.json). Produce it with {train_hint(profile, experiment)}.")
+        raise MissingRunError(f"no run folder {shown_path(run_dir)} (no config.json). Produce it with {train_hint(profile, experiment)}.")
+    if finished and not (run_dir / "test.json").is_file():
+        raise MissingRunError(f"{shown_path(run_dir)} is {run_state(run_dir)['label']}: it has no test.json, so no result "
+                              f"to evaluate. Finish it with {train_hint(profile, experiment)}.")
     return run_dir
 
 
@@ -866,25 +993,27 @@ def train_command(experiment: str, profile: str, runs_dir: str | Path, *, data_r
 
 
 def runs_table(runs: Mapping[str, Path], data_root: str | Path | None = None):
-    """Per run: dataset, epochs, best validation and test accuracy, seconds per epoch, device."""
+    """Per run: dataset, epochs, training images per epoch, best validation and test accuracy,
+    seconds per epoch, device. An unfinished run's test accuracy is its :func:`run_state` label."""
     import pandas as pd
 
     rows = []
     for name, run_dir in runs.items():
         config = json.loads((run_dir / "config.json").read_text())
         metrics = load_metrics(run_dir)
-        test = load_test(run_dir) or {}
+        test = load_test(run_dir)
+        state = run_state(run_dir)
         rows.append(
             {
                 "experiment": name,
                 "dataset": dataset_label(config, data_root),
-                "epochs": len(metrics),
+                "epochs": len(metrics) if test else f"{state['epochs_done']} of {state['epochs_planned'] or '?'}",
                 "train images": config.get("train_samples"),
                 "best val accuracy": format_accuracy(metrics["val_acc"].max()),
-                "test accuracy": format_accuracy(test.get("test_accuracy")),
+                "test accuracy": format_accuracy(test["test_accuracy"]) if test else state["label"],
                 "seconds per epoch": round(float(metrics["epoch_seconds"].mean()), 1),
                 "images per second": round(float(metrics["images_per_sec"].mean())),
-                "device": test.get("device", config.get("device")),
+                "device": (test or {}).get("device", config.get("device")),
             }
         )
     return pd.DataFrame(rows).set_index("experiment") if rows else pd.DataFrame()
@@ -895,29 +1024,77 @@ def plot_curves(runs: Mapping[str, Path], *, title: str = "", labels: Mapping[st
     """Accuracy (left) and loss (right) per epoch: solid lines train, dashed validation.
 
     ``labels`` and ``colors`` map experiment names to legend labels and matplotlib colours, so one
-    run keeps its colour across figures.
+    run keeps its colour across figures. An unfinished run's legend says so (:func:`run_state`).
+    A run of one epoch has no curve: its values are drawn as large markers with the value written
+    beside them. The epoch axis always spans 0.5 to the last epoch + 0.5, in whole epochs.
     """
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(12, 4))
+    last_epoch = 1
     for i, (name, run_dir) in enumerate(runs.items()):
         m = load_metrics(run_dir)
         color = (colors or {}).get(name, f"C{i}")
         label = (labels or {}).get(name, name)
-        ax_acc.plot(m["epoch"], m["train_acc"], "-o", color=color, label=f"{label} train")
-        ax_acc.plot(m["epoch"], m["val_acc"], "--s", color=color, label=f"{label} val")
-        ax_loss.plot(m["epoch"], m["train_loss"], "-o", color=color, label=f"{label} train")
-        ax_loss.plot(m["epoch"], m["val_loss"], "--s", color=color, label=f"{label} val")
+        state = run_state(run_dir)
+        if state["status"] == "unfinished":
+            label += f", {state['label']}"
+        last_epoch = max(last_epoch, int(m["epoch"].max()))
+        single = len(m) == 1
+        for ax, column, style, part in ((ax_acc, "train_acc", "-o", "train"), (ax_acc, "val_acc", "--s", "val"),
+                                        (ax_loss, "train_loss", "-o", "train"), (ax_loss, "val_loss", "--s", "val")):
+            ax.plot(m["epoch"], m[column], style, color=color, ms=9 if single else 5, mfc="none" if part == "val" else color,
+                    label=f"{label} {part}" + (" (1 epoch)" if single else ""))
+            if single:  # one point: write its value, the only thing a one-epoch run tells
+                value = float(m[column].iloc[0])
+                ax.annotate(f"{part} {value:.3f}", (float(m["epoch"].iloc[0]), value), textcoords="offset points",
+                            xytext=(10, -4 if part == "train" else 6), fontsize=8, color=color)
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     ax_loss.set(xlabel="epoch", ylabel="loss (train: label-smoothed)", title="loss")
     for ax in (ax_acc, ax_loss):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_xlim(0.5, last_epoch + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # whole epochs, even for one
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def training_budget(run_dir: str | Path) -> dict[str, Any]:
+    """What a run trained on: {"epochs", "train_images", "images_seen"}; epochs counts the rows of
+    metrics.csv (the epochs actually trained), train_images is per epoch (config.json)."""
+    config = json.loads((Path(run_dir) / "config.json").read_text())
+    metrics = load_metrics(run_dir)
+    epochs = 0 if metrics is None else len(metrics)
+    images = config.get("train_samples")
+    return {"epochs": epochs, "train_images": images, "images_seen": epochs * images if images else None}
+
+
+def comparison_note(runs: Mapping[str, Path], labels: Mapping[str, str] | None = None) -> str:
+    """One Markdown sentence for an ablation figure: whether the compared runs trained alike.
+
+    Like with like (same epochs, same training images per epoch, all finished): says so.
+    Otherwise it says plainly that the runs differ, and how, so the curves are not read as the
+    effect of the one setting the figure is about.
+    """
+    budgets = {name: training_budget(run_dir) for name, run_dir in runs.items()}
+    states = {name: run_state(run_dir) for name, run_dir in runs.items()}
+
+    def describe(name: str) -> str:
+        b = budgets[name]
+        images = f"{b['train_images']:,}" if b["train_images"] else "?"
+        unfinished = f", {states[name]['label']}" if states[name]["status"] == "unfinished" else ""
+        return f"{(labels or {}).get(name, name)}: {b['epochs']} epoch(s) of {images} images{unfinished}"
+
+    same = len({(b["epochs"], b["train_images"]) for b in budgets.values()}) == 1
+    finished = all(s["status"] == "ok" for s in states.values())
+    if same and finished:
+        return f"Like with like: every run here trained for {describe(next(iter(runs))).split(': ', 1)[1]}."
+    return ("**These runs did not train alike**, so the difference between their curves is not the effect of this "
+            "setting alone: " + "; ".join(describe(n) for n in runs) + ".")
 
 
 def plot_seconds_per_epoch(runs: Mapping[str, Path], *, labels: Mapping[str, str] | None = None,
@@ -1144,6 +1321,96 @@ def torchvision_equivalence(arch: str, *, num_classes: int = 1000, input_size: i
 
 
 
+# --- 05: evaluation
+
+# A pair of classes stands out when it holds at least this many mistakes and at least STANDOUT_SHARE
+# times its even share (all mistakes spread evenly over the n(n-1) ordered pairs). Fewer than 3 is
+# within what chance gives a classifier with a handful of mistakes.
+STANDOUT_MIN_COUNT = 3
+STANDOUT_SHARE = 2.0
+
+
+def standout_pairs(cm: Any, class_names: Sequence[str], k: int = 10) -> tuple[list[dict[str, Any]], str]:
+    """The confused pairs that stand out, largest first, and one Markdown sentence about them.
+
+    ``cm``: the confusion matrix (rows true, columns predicted), as mnv3.evaluate.confusion gives.
+    A pair stands out with at least :data:`STANDOUT_MIN_COUNT` mistakes and at least
+    :data:`STANDOUT_SHARE` times the even share. At most ``k`` pairs, but a tie is never cut: all
+    pairs tied with the k-th are kept. The rows are mnv3.evaluate.most_confused_pairs's. When none
+    stands out the list is empty and the sentence says how the mistakes are spread.
+    """
+    import numpy as np
+
+    from .evaluate import most_confused_pairs
+
+    matrix = np.asarray(cm)
+    n = len(class_names)
+    mistakes = int(matrix.sum() - np.trace(matrix))
+    if mistakes == 0:
+        return [], "No test image was misclassified."
+    pairs = most_confused_pairs(matrix, class_names, k=n * n)
+    share = mistakes / (n * (n - 1))
+    threshold = max(STANDOUT_MIN_COUNT, STANDOUT_SHARE * share)
+    standing = [p for p in pairs if p["count"] >= threshold]
+    if len(standing) > k:
+        standing = [p for p in standing if p["count"] >= standing[k - 1]["count"]]
+    rule = (f"a pair stands out with at least {STANDOUT_MIN_COUNT} mistakes and at least {STANDOUT_SHARE:g}x its even share "
+            f"({share:.2f} of the {mistakes:,} mistakes over the {n * (n - 1)} ordered pairs)")
+    if not standing:
+        return [], (f"**No pair stands out**: the {mistakes:,} mistakes are spread over {len(pairs)} pairs, at most "
+                    f"{pairs[0]['count']} in any one ({rule}).")
+    covered = sum(p["count"] for p in standing)
+    return standing, (f"{len(standing)} pair(s) stand out, holding {covered:,} of the {mistakes:,} mistakes ({rule}).")
+
+
+# --- 07: benchmarks
+
+
+def frontier_paper_only(frontier: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of frontier.json (mnv3.bench) without the trained runs' accuracies, so that its plot's
+    accuracy axis holds one dataset, the paper's ImageNet top-1. The page lists the runs' own
+    accuracies from the run folders instead (:func:`trained_runs_at_widths`)."""
+    import copy
+
+    data = copy.deepcopy(dict(frontier))
+    for row in data.get("results", []):
+        row["accuracy"] = []
+    return data
+
+
+def label_frontier_accuracy_axis(fig) -> None:
+    """Name the dataset of the frontier figure's accuracy panel (its third axes, when drawn)."""
+    if len(fig.axes) >= 3:
+        ax = fig.axes[2]
+        ax.set_ylabel("ImageNet top-1 accuracy (%), the paper's Table 3")
+        ax.set_title("the paper's ImageNet accuracy against latency here")
+
+
+def trained_runs_at_widths(runs_dir: str | Path, frontier: Mapping[str, Any] | None = None, experiments: Sequence[str] = EXPERIMENTS):
+    """The finished runs of ``runs_dir`` (the index's source), one row each: dataset, arch, width,
+    input size, test accuracy and, from ``frontier`` (frontier.json), the ExecuTorch fp32 batch-1
+    latency in ms of the 224x224, 1000-class model of the same arch and width (None when not
+    measured). Unfinished and missing runs are left out: they have no test accuracy."""
+    import pandas as pd
+
+    latency = {(r["arch"], float(r["width"])): r.get("median_ms") for r in (frontier or {}).get("results", [])}
+    rows = []
+    for name in experiments:
+        run_dir = Path(runs_dir) / name
+        test = load_test(run_dir)
+        if test is None or not (run_dir / "config.json").is_file():
+            continue
+        config = json.loads((run_dir / "config.json").read_text())
+        arch = config.get("fields", {}).get("arch") or config["model"]["spec"]["name"].rsplit("_", 1)[-1]
+        width = float(config.get("fields", {}).get("width_mult") or config["model"].get("width_mult", 1.0))
+        rows.append({
+            "experiment": name, "dataset": dataset_label(config), "arch": arch, "width": width,
+            "input": f"{config['image_size']}x{config['image_size']}", "test accuracy": format_accuracy(test["test_accuracy"]),
+            "ExecuTorch fp32 latency, 224x224 model (ms)": latency.get((arch, width)),
+        })  # fmt: skip
+    return pd.DataFrame(rows).set_index("experiment") if rows else pd.DataFrame()
+
+
 # --- 06: export
 
 # The artefacts of RUN/export/parity.json, as the 06 notebook names them (in parity.json's order).
@@ -1170,8 +1437,8 @@ def require_export(runs_dir: str | Path, experiment: str, profile: str) -> Path:
     export_dir = run_dir / "export"
     if not (export_dir / "parity.json").is_file():
         raise MissingExportError(
-            f"{export_dir} has no parity.json: the run has not been exported. Produce it with "
-            f"{export_hint(profile, Path(runs_dir).resolve(), experiment)}."
+            f"{shown_path(export_dir)} has no parity.json: the run has not been exported. Produce it with "
+            f"{export_hint(profile, shown_path(runs_dir), experiment)}."
         )
     return export_dir
 
@@ -1330,7 +1597,8 @@ def delegated_ops_table(parity: Mapping[str, Any] | None, manifest: Mapping[str,
 
 
 def manifest_table(manifest: Mapping[str, Any]):
-    """model.json flattened to one row per field ("input.shape", "files.pte_fp32", ...), values as text."""
+    """model.json flattened to one row per field ("input.shape", "files.pte_fp32", ...), values as text;
+    an absolute path (an export run on an absolute run folder) is shown relative to the repository."""
     import pandas as pd
 
     rows: list[tuple[str, str]] = []
@@ -1341,6 +1609,8 @@ def manifest_table(manifest: Mapping[str, Any]):
                 walk(f"{prefix}.{key}" if prefix else str(key), sub)
         elif isinstance(value, list):
             rows.append((prefix, ", ".join(map(str, value)) if all(not isinstance(v, (list, dict)) for v in value) else json.dumps(value)))
+        elif isinstance(value, str) and value.startswith("/") and Path(value).is_absolute():
+            rows.append((prefix, shown_path(value)))
         else:
             rows.append((prefix, "—" if value is None else str(value)))
 

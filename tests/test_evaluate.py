@@ -10,6 +10,7 @@ import torch
 from mnv3.evaluate import (
     classification_metrics,
     classification_report_frame,
+    classification_report_table,
     confusion,
     evaluate_run,
     misclassified,
@@ -90,6 +91,19 @@ def test_classification_report_frame_with_a_missing_class_keeps_an_accuracy_row(
     assert list(frame.index) == ["cat", "dog", "fox", "accuracy", "macro avg", "weighted avg"]
     assert frame.loc["accuracy", "f1-score"] == pytest.approx(2 / 3)
     assert frame.loc["fox", "support"] == 0
+
+
+def test_classification_report_table_prints_accuracy_as_scikit_learn_does():
+    from sklearn.metrics import classification_report
+
+    table = classification_report_table(classification_report_frame(LABELS, PREDS, NAMES), digits=2)
+    assert list(table.loc["accuracy"]) == ["", "", "0.62", "8"]  # 5/8 under f1-score, then the support
+    assert list(table.loc["cat"]) == ["0.67", "0.67", "0.67", "3"]
+    # the same numbers as scikit-learn's own text report, row by row
+    text = classification_report(LABELS, PREDS, target_names=NAMES, digits=2, zero_division=0)
+    for name in ["cat", "dog", "fox", "accuracy", "macro avg", "weighted avg"]:
+        printed = next(line for line in text.splitlines() if line.strip().startswith(name)).split()[-4 if name != "accuracy" else -2:]
+        assert [c for c in table.loc[name] if c] == printed, name
 
 
 def test_most_confused_pairs_by_hand():

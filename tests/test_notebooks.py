@@ -91,18 +91,21 @@ def test_every_notebook_executes_headlessly(report_run):
     failed = [r.message for r in results if r.status != "ok" and not not_executed(report_run, r)]
     assert not failed, failed
     for r in results:
-        assert r.html.is_file() and r.html.parent == report_run["out"]
+        assert r.html.parent == report_run["out"]
         if not_executed(report_run, r):
+            # no placeholder page: the index says why (see test_unexported_runs_...)
             assert r.status == "missing" and "export/parity.json" in r.message and "make export" in r.message
+            assert not r.html.exists()
             continue
+        assert r.html.is_file()
         executed = report_run["out"] / "notebooks" / f"{r.name}.ipynb"
         assert executed.is_file()
         nb = nbformat.read(executed, as_version=4)
-        # papermill injected the runner's parameters, with absolute paths
+        # papermill injected the runner's parameters, with paths relative to the repository
         injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
         assert len(injected) == 1
         if "runs_dir" in injected[0].source:
-            assert str(report_run["runs"]) in injected[0].source
+            assert f'runs_dir = "{reports.shown_path(report_run["runs"])}"' in injected[0].source
         if r.notebook.name in ("03_train_mnist", "04_train_cifar10"):
             assert "launch_training = False" in injected[0].source
         if r.notebook.name == "06_export":
@@ -186,6 +189,10 @@ def test_evaluation_page_tables(report_run, experiment):
         assert name in first, name
     report_rows = [r for r in rows if r and r[0] in names]
     assert sum(int(r[-1]) for r in report_rows[: len(names)]) == FAST["max_samples"]
+    # the accuracy row as scikit-learn prints it: its value under f1-score and the support, nothing else
+    accuracy = next(r for r in rows if r and r[0] == "accuracy")
+    assert accuracy[1:3] == ["", ""] and 0 <= float(accuracy[3]) <= 1 and accuracy[4] == str(FAST["max_samples"])
+    assert "NaN" not in re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", html)  # base64 may spell it
     # micro, macro and weighted averages
     assert {"micro", "macro", "weighted"} <= first
     assert "confusion matrix" in html
@@ -221,7 +228,7 @@ def test_export_page_tables(report_run):
     assert "legacy" in reports.ARTEFACT_LABELS["ptl"]
     # the int8 budget, stated from the accuracies
     drop = 100 * (rows["pte"]["test_accuracy"] - rows["pte-int8"]["test_accuracy"])
-    assert f"{abs(drop):.2f} points" in html
+    assert f"{abs(drop):.2f} points" in html if drop else "loses nothing" in html
     assert ("Budget met" if drop <= 1.0 else "Budget not met") in html
     # the XNNPACK delegation of both programs, and the ops inside the delegate
     delegation = html_table(html, "fully delegated")
@@ -238,13 +245,21 @@ def test_export_page_tables(report_run):
     assert html.count(FIGURE) >= 1  # size, latency and accuracy panels
 
 
-def test_unexported_runs_get_a_page_naming_make_export(report_run):
+def index_entry(html: str, label: str) -> str:
+    """The index's list item for one report (its text, tags removed)."""
+    items = re.findall(r"<li>((?:(?!<li>).)*?)</li>", html, flags=re.S)  # innermost items
+    item = next(i for i in items if re.sub(r"<[^>]+>", "", i).startswith(label))
+    return re.sub(r"<[^>]+>", "", item)
+
+
+def test_unexported_runs_are_named_on_the_index_with_make_export(report_run):
+    index = page(report_run, "index")
     for experiment in EXPERIMENTS:
         if experiment in report_run["exported"]:
             continue
-        html = page(report_run, f"06_export-{experiment}")
-        assert "not executed" in html and "make export PROFILE=quick" in html
-        assert f"{experiment}/export/parity.json" in html
+        assert not (report_run["out"] / f"06_export-{experiment}.html").exists()  # no placeholder page to commit
+        entry = index_entry(index, experiment + " (not executed")
+        assert "make export PROFILE=quick" in entry and f"{experiment}/export/parity.json" in entry
 
 
 def test_export_page_never_exports_headlessly(trained_run, tmp_path):
@@ -257,7 +272,8 @@ def test_export_page_never_exports_headlessly(trained_run, tmp_path):
                                   overrides={"launch_export": True}, log=lambda m: None)
     assert [r.status for r in results] == ["missing"] * len(nb.executions())
     assert not (runs / "mnist_small" / "export").exists()
-    assert "make export PROFILE=quick" in (tmp_path / "out" / "06_export-mnist_small.html").read_text()
+    assert not (tmp_path / "out" / "06_export-mnist_small.html").exists()
+    assert "make export PROFILE=quick" in index_entry((tmp_path / "out" / "index.html").read_text(), "mnist_small (not executed")
 
 
 def test_interactive_commands_use_absolute_paths(tmp_path, monkeypatch):
@@ -282,17 +298,137 @@ def test_interactive_commands_use_absolute_paths(tmp_path, monkeypatch):
     assert cmd[cmd.index("--data-mirror") + 1] == str(tmp_path / "mirror")
 
 
+def test_ablation_pages_say_whether_runs_trained_alike(report_run):
+    html = page(report_run, "04_train_cifar10")
+    # two comparisons (stride, then Small against Large), each with its note
+    assert html.count("Like with like") + html.count("These runs did not train alike") == 2
+
+
+def _absolute_mentions(text: str, path: Path) -> list[str]:
+    """Where ``text`` names ``path`` absolutely (not as the tail of a relative ../../tmp/... path)."""
+    return [text[max(0, m.start() - 30): m.end()] for m in re.finditer(re.escape(str(path)), text)
+            if m.start() == 0 or text[m.start() - 1] not in "./"]
+
+
+def test_pages_and_executed_notebooks_show_no_absolute_paths(report_run):
+    # The runner passes paths relative to the repository; nothing written may name the runs'
+    # folder, the data folder or the checkout absolutely.
+    written = [*report_run["out"].glob("*.html"), *report_run["out"].glob("notebooks/*.ipynb")]
+    assert len(written) > 10
+    for file in written:
+        text = file.read_text(encoding="utf-8")
+        for path in (report_run["runs"].parent.parent, REPO):
+            assert not _absolute_mentions(text, path), (file.name, _absolute_mentions(text, path)[:3])
+
+
+def _browser() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    pytest.skip("no headless browser: install Debian's chromium (apt-get install chromium) to check the formulas render")
+
+
+def test_formulas_render_offline_in_a_browser(report_run, tmp_path):
+    # The nonlinearities page holds the paper's formulas. Rendered by a browser without network,
+    # they must be MathML elements, not raw LaTeX: the visible text holds no $$ and no \frac.
+    browser = _browser()
+    html_page = report_run["out"] / "01_nonlinearities.html"
+    source = html_page.read_text(encoding="utf-8")
+    assert "mathjax" not in source.lower()  # no script fetched from a CDN
+    out = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+         "--proxy-server=127.0.0.1:9", "--virtual-time-budget=3000", "--dump-dom", html_page.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )
+    dom = out.stdout
+    assert "<body" in dom, out.stderr[-2000:]
+    body = dom.split("<body", 1)[1]
+    visible = re.sub(r"<(script|style)\b.*?</\1>", "", body, flags=re.S)
+    text = re.sub(r"<[^>]+>", "", visible)
+    assert "$$" not in text and "\\frac" not in text and "\\text" not in text
+    assert body.count("<math") >= 5  # the display formula and the inline ones
+    assert "<mfrac>" in body and "h-swish" in text
+
+
+# ------------------------------------------------------------------------------ unfinished runs, working folder
+
+
+def _unfinished_copy(run: Path, dest: Path, planned: int) -> Path:
+    """A stopped run made from a finished one: config.json (planning ``planned`` epochs), metrics.csv
+    and train.log, no weights and no test.json, as a time limit leaves it."""
+    dest.mkdir(parents=True)
+    config = json.loads((run / "config.json").read_text())
+    config["fields"]["epochs"] = planned
+    (dest / "config.json").write_text(json.dumps(config))
+    shutil.copy(run / "metrics.csv", dest / "metrics.csv")
+    (dest / "train.log").write_text("stopped by a time limit\n")
+    return dest
+
+
+def test_unfinished_runs_are_labelled_with_their_curves_and_never_counted(tiny_runs, tmp_path):
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_runs / "mnist_small", runs / "mnist_small")
+    done = len((tiny_runs / "cifar10_small_s1" / "metrics.csv").read_text().splitlines()) - 1
+    _unfinished_copy(tiny_runs / "cifar10_small_s1", runs / "cifar10_small_s1", planned=done + 4)
+    label = f"unfinished (stopped at epoch {done + 1} of {done + 4})"
+    assert reports.run_state(runs / "cifar10_small_s1")["label"] == label
+    results = reports.run_reports("quick", runs_dir=runs, reports_dir=tmp_path / "out", overrides=FAST, log=lambda m: None,
+                                  only=["03_train_mnist", "04_train_cifar10", "05_evaluate", "06_export"])
+    by_name = {r.name: r for r in results}
+    assert by_name["04_train_cifar10"].status == "ok"
+    # 04: in the table, with its label instead of a test accuracy, and its curves drawn
+    html = (tmp_path / "out" / "04_train_cifar10.html").read_text()
+    row = next(c for c in map(cells, table_rows(html)) if c and c[0] == "cifar10_small_s1")
+    assert label in row and f"{done} of {done + 4}" in row
+    assert html.count(FIGURE) >= 3 and "Missing runs" in html  # curves, pair figure, seconds; s2 and large absent
+    assert f"none: {label}" in html
+    # never evaluated or exported: no page, and the index says why
+    for name in ("05_evaluate-cifar10_small_s1", "06_export-cifar10_small_s1"):
+        assert by_name[name].status == "missing" and label in by_name[name].message
+        assert not (tmp_path / "out" / f"{name}.html").exists()
+    index = (tmp_path / "out" / "index.html").read_text()
+    row = next(c for c in map(cells, table_rows(index)) if c and c[0] == "cifar10_small_s1")
+    assert label in row and not any(c.endswith("%") for c in row)  # no accuracy counted
+    assert label in index_entry(index, "cifar10_small_s1 (not executed")
+
+
+def test_shared_stopped_gpu_run_is_labelled(tmp_path):
+    # The real stopped run of issue 12, when this machine has it: stopped during epoch 54 of 60.
+    shared = REPO.parent / "shared" / "gpu-runs" / "h200-646b94e" / "cifar10_small_s1"
+    if not (shared / "config.json").is_file():
+        pytest.skip(f"the shared GPU runs are absent ({shared.parent.name} beside the checkout)")
+    run = tmp_path / "cifar10_small_s1"
+    shutil.copytree(shared, run)
+    assert reports.run_state(run)["label"] == "unfinished (stopped at epoch 54 of 60)"
+    row = reports.experiment_summary(run)
+    assert row["status"] == "unfinished" and "test_accuracy" not in row and row["epochs_done"] == 53
+
+
+@pytest.mark.parametrize("folder", [".", "notebooks"])
+def test_notebook_path_parameters_resolve_against_the_repository(tiny_runs, tmp_path, folder):
+    # `papermill notebooks/03_train_mnist.ipynb out.ipynb` from the root, or from notebooks/: the
+    # same relative runs_dir finds the same runs.
+    import papermill
+
+    relative = os.path.relpath(tiny_runs, REPO)
+    out = tmp_path / "out.ipynb"
+    papermill.execute_notebook(str(REPO / "notebooks" / "03_train_mnist.ipynb"), str(out), kernel_name="python3",
+                               parameters={"runs_dir": relative}, cwd=str(REPO / folder), progress_bar=False)
+    text = out.read_text()
+    assert "Missing runs" not in text and "image/png" in text  # the table and the curves of the run
+
+
 # ------------------------------------------------------------------------------ the index
 
 
 def test_index_links_every_report_and_summarises_every_experiment(report_run):
     html = page(report_run, "index")
     for r in report_run["results"]:
-        assert f"href='{r.html.name}'" in html
+        assert (f"href='{r.html.name}'" in html) == (r.status != "missing")
     rows = {cells(r)[0]: cells(r) for r in table_rows(html) if cells(r)}
     header = rows["Experiment"]
-    assert header[:10] == ["Experiment", "Dataset", "Model", "Image size", "Epochs", "Test accuracy", "Parameters",
-                           "MACs", "Training time (s)", "Device"]
+    assert header[:11] == ["Experiment", "Dataset", "Model", "Image size", "Epochs", "Training images",
+                           "Test accuracy (pipeline check)", "Parameters", "MACs", "Training time (s)", "Device"]
     for name in EXPERIMENTS:
         run_dir = report_run["runs"] / name
         test = json.loads((run_dir / "test.json").read_text())
@@ -300,12 +436,18 @@ def test_index_links_every_report_and_summarises_every_experiment(report_run):
         model = model_from_config(config["model"])
         t = totals(summarize(model, config["image_size"]))
         row = dict(zip(header, rows[name]))
-        assert row["Test accuracy"] == reports.format_accuracy(test["test_accuracy"])
+        assert row["Test accuracy (pipeline check)"] == reports.format_accuracy(test["test_accuracy"])
+        assert row["Training images"] == f"{config['train_samples']:,}"
         assert row["Parameters"] == f"{t['params']:,}" == f"{test['parameters']:,}"
         assert row["MACs"] == f"{t['macs'] / 1e6:.2f}M"
         assert row["Training time (s)"] == f"{test['train_seconds']:.1f}"
         assert row["Device"] == test["device"]
         assert f"05_evaluate-{name}.html" in html
+    # the quick profile says, beside the numbers, that they check the pipeline
+    note = re.search(r"<p class='note'>(.*?)</p>", html, flags=re.S).group(1)
+    assert "check the pipeline" in note and "not results" in note and "2 epoch(s)" in note
+    assert html.index("class='note'") < html.index("<table class='summary'>")
+    assert "compare them with the full profile" in html
 
 
 def test_experiment_summary_reads_a_run(trained_run, tmp_path):
@@ -329,12 +471,12 @@ def test_missing_runs_render_pages_naming_the_make_target(tmp_path):
     assert by_name["03_train_mnist"].status == "ok"  # 03 runs, and says what is missing
     html = (tmp_path / "out" / "03_train_mnist.html").read_text()
     assert "Missing runs" in html and "make train PROFILE=quick" in html and "runs/quick/mnist_small/test.json" in html
-    for experiment in EXPERIMENTS:  # 05 is not executed without its run
-        r = by_name[f"05_evaluate-{experiment}"]
-        assert r.status == "missing"
-        page_html = r.html.read_text()
-        assert "make train PROFILE=quick" in page_html and experiment in page_html
     index = (tmp_path / "out" / "index.html").read_text()
+    for experiment in EXPERIMENTS:  # 05 is not executed without its run, and leaves no page
+        r = by_name[f"05_evaluate-{experiment}"]
+        assert r.status == "missing" and not r.html.exists()
+        entry = index_entry(index, f"{experiment} (not executed")
+        assert "make train PROFILE=quick" in entry and f"{experiment}/test.json is missing" in entry
     assert "no run folder" in index and "make train PROFILE=quick" in index
     # pages not executed this time are listed as not generated yet
     assert "01_nonlinearities" not in {r.notebook.name for r in results}
@@ -397,9 +539,9 @@ def test_notebooks_declare_the_runners_parameters():
             assert "experiment" in declared
         for key in [*nb.parameters, *(k for p in nb.profile_parameters.values() for k in p)]:
             assert key in declared, f"{nb.name} does not declare {key}"
-        # interactive defaults work from the notebooks/ folder
+        # defaults are relative to the repository root (the notebooks resolve them against it)
         if "runs_dir" in declared:
-            assert papermill.inspect_notebook(str(nb.path))["runs_dir"]["default"].strip("'\"") == "../runs/quick"
+            assert papermill.inspect_notebook(str(nb.path))["runs_dir"]["default"].strip("'\"") == "runs/quick"
 
 
 def _make(*args: str) -> str:
@@ -463,5 +605,5 @@ def test_make_export_and_android_assets(tmp_path):
     assert f"-m mnv3.export android-assets --mnist {quick}/mnist_small --cifar {quick}/cifar10_small_s1 --data-root data" in assets
     # all: data, train, reports (exporting the four quick runs takes longer than all of that budget)
     text = (REPO / "Makefile").read_text()
-    recipe = text.split("\nall:\n", 1)[1].split("\n\n", 1)[0]
+    recipe = re.split(r"\nall:[^\n]*\n", text, maxsplit=1)[1].split("\n\n", 1)[0]  # the line may carry its `## help`
     assert [line.split()[-1] for line in recipe.splitlines()] == ["data", "train", "reports"]

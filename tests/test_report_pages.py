@@ -1,0 +1,217 @@
+"""What the report pages compute and say, without a kernel: unfinished runs, like-with-like notes,
+the confused pairs that stand out, one-epoch curves, formulas as MathML, the benchmarks page's
+sources, the parity sentence, and the Makefile's help and setup variants."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnv3 import reports
+from mnv3.mathml import latex_to_mathml, markdown_with_mathml
+
+REPO = Path(__file__).resolve().parents[1]
+NAMES = [str(i) for i in range(10)]
+METRICS_HEADER = "epoch,lr,train_loss,train_acc,val_loss,val_acc,epoch_seconds,images_per_sec\n"
+
+
+def fake_run(root: Path, name: str, *, epochs_done: int, epochs_planned: int, train_samples: int, finished: bool) -> Path:
+    """A run folder as mnv3.train leaves it: config.json, metrics.csv, and test.json when finished."""
+    run = root / name
+    run.mkdir(parents=True)
+    config = {"experiment": name, "dataset": "cifar10", "image_size": 32, "train_samples": train_samples,
+              "fields": {"epochs": epochs_planned, "arch": "small", "width_mult": 1.0}}
+    (run / "config.json").write_text(json.dumps(config))
+    rows = [f"{e},0.1,{2 - 0.1 * e},{0.3 + 0.05 * e},{1.9 - 0.1 * e},{0.35 + 0.05 * e},10.0,100.0\n" for e in range(1, epochs_done + 1)]
+    (run / "metrics.csv").write_text(METRICS_HEADER + "".join(rows))
+    if finished:
+        (run / "test.json").write_text(json.dumps({"test_accuracy": 0.5, "epochs": epochs_done}))
+    return run
+
+
+# ------------------------------------------------------------------------------ run states
+
+
+def test_run_state_labels_stopped_finished_and_missing_runs(tmp_path):
+    stopped = fake_run(tmp_path, "a", epochs_done=53, epochs_planned=60, train_samples=45000, finished=False)
+    assert reports.run_state(stopped) == {"status": "unfinished", "epochs_done": 53, "epochs_planned": 60,
+                                          "label": "unfinished (stopped at epoch 54 of 60)"}
+    all_epochs = fake_run(tmp_path, "b", epochs_done=3, epochs_planned=3, train_samples=100, finished=False)
+    assert reports.run_state(all_epochs)["label"] == "unfinished (all 3 epochs trained, no test evaluation)"
+    done = fake_run(tmp_path, "c", epochs_done=3, epochs_planned=3, train_samples=100, finished=True)
+    assert reports.run_state(done)["status"] == "ok"
+    assert reports.run_state(tmp_path / "nothing")["status"] == "missing"
+
+
+def test_evaluating_an_unfinished_run_says_so(tmp_path):
+    fake_run(tmp_path, "cifar10_small_s1", epochs_done=2, epochs_planned=5, train_samples=300, finished=False)
+    assert reports.require_run(tmp_path, "cifar10_small_s1", "full") == tmp_path / "cifar10_small_s1"
+    with pytest.raises(reports.MissingRunError, match=r"is unfinished \(stopped at epoch 3 of 5\): it has no test.json"):
+        reports.require_run(tmp_path, "cifar10_small_s1", "full", finished=True)
+
+
+def test_runs_table_shows_the_label_instead_of_an_accuracy(tmp_path):
+    stopped = fake_run(tmp_path, "cifar10_small_s1", epochs_done=2, epochs_planned=5, train_samples=300, finished=False)
+    table = reports.runs_table({"cifar10_small_s1": stopped})
+    row = table.loc["cifar10_small_s1"]
+    assert row["test accuracy"] == "unfinished (stopped at epoch 3 of 5)" and row["epochs"] == "2 of 5"
+
+
+# ------------------------------------------------------------------------------ ablations
+
+
+def test_comparison_note_says_plainly_when_runs_differ(tmp_path):
+    s2 = fake_run(tmp_path / "x", "s2", epochs_done=2, epochs_planned=2, train_samples=30000, finished=True)
+    s1 = fake_run(tmp_path / "x", "s1", epochs_done=1, epochs_planned=1, train_samples=25000, finished=True)
+    note = reports.comparison_note({"s2": s2, "s1": s1}, {"s2": "stride 2", "s1": "stride 1"})
+    assert note.startswith("**These runs did not train alike**")
+    assert "stride 2: 2 epoch(s) of 30,000 images" in note and "stride 1: 1 epoch(s) of 25,000 images" in note
+    a = fake_run(tmp_path / "y", "a", epochs_done=2, epochs_planned=2, train_samples=500, finished=True)
+    b = fake_run(tmp_path / "y", "b", epochs_done=2, epochs_planned=2, train_samples=500, finished=True)
+    assert reports.comparison_note({"a": a, "b": b}) == "Like with like: every run here trained for 2 epoch(s) of 500 images."
+    # the same budget so far, but one run stopped early: not like with like
+    c = fake_run(tmp_path / "z", "c", epochs_done=2, epochs_planned=6, train_samples=500, finished=False)
+    note = reports.comparison_note({"a": a, "c": c})
+    assert "did not train alike" in note and "unfinished (stopped at epoch 3 of 6)" in note
+
+
+# ------------------------------------------------------------------------------ confused pairs
+
+
+def test_standout_pairs_says_when_no_pair_stands_out():
+    # Ten ties of 2 (and two single mistakes): nothing stands out, and the page must say so.
+    cm = np.diag([100] * 10)
+    for t in range(10):
+        cm[t, (t + 1) % 10] = 2
+    cm[0, 5] = cm[3, 7] = 1
+    pairs, note = reports.standout_pairs(cm, NAMES, 10)
+    assert pairs == []
+    assert note.startswith("**No pair stands out**") and "22 mistakes" in note and "12 pairs" in note and "at most 2" in note
+
+
+def test_standout_pairs_lists_the_pairs_that_do_and_never_cuts_a_tie():
+    cm = np.diag([100] * 10)
+    cm[4, 9] = 12  # 4 read as 9: stands out
+    cm[7, 1] = cm[3, 5] = 6  # a tie at the cut
+    cm[2, 8] = 2
+    pairs, note = reports.standout_pairs(cm, NAMES, 2)
+    assert [(p["true"], p["predicted"], p["count"]) for p in pairs] == [("4", "9", 12), ("3", "5", 6), ("7", "1", 6)]
+    assert note.startswith("3 pair(s) stand out, holding 24 of the 26 mistakes")
+    assert reports.standout_pairs(np.diag([5] * 10), NAMES)[1] == "No test image was misclassified."
+
+
+# ------------------------------------------------------------------------------ curves
+
+
+def test_one_epoch_runs_are_drawn_as_marked_values_on_a_whole_epoch_axis(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    one = fake_run(tmp_path, "one", epochs_done=1, epochs_planned=1, train_samples=100, finished=True)
+    fig = reports.plot_curves({"one": one})
+    ax_acc, ax_loss = fig.axes
+    lo, hi = ax_acc.get_xlim()
+    assert (lo, hi) == (0.5, 1.5) and [t for t in ax_acc.get_xticks() if lo <= t <= hi] == [1.0]  # epoch 1, no 0.96-1.04
+    texts = [t.get_text() for t in ax_acc.texts]
+    assert texts == ["train 0.350", "val 0.400"]  # the values of epoch 1 in fake_run
+    assert all(line.get_markersize() >= 9 for line in ax_acc.lines)
+    assert any("(1 epoch)" in t.get_text() for t in ax_acc.get_legend().get_texts())
+    plt.close(fig)
+    # a stopped run keeps its curve, and its legend says it is unfinished
+    stopped = fake_run(tmp_path, "stopped", epochs_done=3, epochs_planned=8, train_samples=100, finished=False)
+    fig = reports.plot_curves({"stopped": stopped})
+    assert any("unfinished (stopped at epoch 4 of 8)" in t.get_text() for t in fig.axes[0].get_legend().get_texts())
+    assert not fig.axes[0].texts and fig.axes[0].get_xlim() == (0.5, 3.5)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------ formulas
+
+
+def test_formulas_become_mathml_and_code_keeps_its_dollars():
+    text = "Cost $x^2$ of `$HOME` and\n\n$$\\frac{a}{b}$$\n\n```\necho $PATH $x$\n```\nnot $ 5 or 3$."
+    out = markdown_with_mathml(text)
+    assert out.count("<math") == 2 and "<mfrac>" in out and 'display="block"' in out
+    assert "`$HOME`" in out and "echo $PATH $x$" in out and "not $ 5 or 3$." in out
+    assert "$$" not in out and "\\frac" not in out
+    # characters Markdown would read as emphasis are entities inside the MathML
+    assert "_" not in latex_to_mathml("a_{i} * b")
+    assert markdown_with_mathml("no formulas here") == "no formulas here"
+
+
+def test_notebook_formulas_all_convert():
+    import nbformat
+
+    for path in sorted((REPO / "notebooks").glob("*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type == "markdown" and "$" in cell.source:
+                out = markdown_with_mathml(cell.source)
+                assert "$$" not in out, path.name
+
+
+# ------------------------------------------------------------------------------ benchmarks page
+
+
+def test_benchmark_page_keeps_one_dataset_per_accuracy_axis(tmp_path):
+    frontier = {"results": [
+        {"arch": "small", "width": 1.0, "median_ms": 2.0, "accuracy": [{"experiment": "mnist_small", "dataset": "mnist",
+                                                                         "test_accuracy": 0.42}], "paper": {"top1": 67.4}},
+        {"arch": "large", "width": 1.0, "median_ms": 5.0, "accuracy": [], "paper": {"top1": 75.2}},
+    ]}  # fmt: skip
+    shown = reports.frontier_paper_only(frontier)
+    assert [r["accuracy"] for r in shown["results"]] == [[], []] and frontier["results"][0]["accuracy"]  # a copy
+    # the runs' accuracies come from the run folders (the index's source), not the benchmark file
+    run = fake_run(tmp_path, "mnist_small", epochs_done=1, epochs_planned=1, train_samples=100, finished=True)
+    fake_run(tmp_path, "cifar10_small_s1", epochs_done=1, epochs_planned=3, train_samples=100, finished=False)
+    table = reports.trained_runs_at_widths(tmp_path, frontier)
+    assert list(table.index) == ["mnist_small"]  # the unfinished run has no accuracy to list
+    assert table.loc["mnist_small", "test accuracy"] == "50.00%"  # test.json's, not the file's 42%
+    assert table.loc["mnist_small", "ExecuTorch fp32 latency, 224x224 model (ms)"] == 2.0
+    assert run.is_dir()
+
+
+# ------------------------------------------------------------------------------ parity.md
+
+
+def test_parity_sentence_words_the_sign(tmp_path):
+    from mnv3.export import write_parity
+
+    def sentence(drop: float) -> str:
+        report = {"dataset": "mnist", "experiment": "mnist_small", "parity_samples": 8, "test_images": 100, "latency_runs": 3,
+                  "threads": {"torch": 1, "executorch": 1, "onnxruntime": 1}, "rows": [],
+                  "int8": {"accuracy_drop_points": drop, "within_budget": drop <= 1.0, "max_drop_points": 1.0}}
+        write_parity(report, tmp_path)
+        return next(line for line in (tmp_path / "parity.md").read_text().splitlines() if line.startswith("int8"))
+
+    assert "test accuracy gains 0.04 points" in sentence(-0.04) and "lost " not in sentence(-0.04).split("(")[0]
+    assert "test accuracy loses 1.31 points (OVER" in sentence(1.31)
+    assert "loses nothing" in sentence(0.0)
+
+
+# ------------------------------------------------------------------------------ Makefile
+
+
+def _make(*args: str) -> str:
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    return subprocess.run(["make", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout
+
+
+def test_make_help_lists_every_target_in_one_line():
+    lines = _make("-s", "help").splitlines()
+    targets = [line.split()[1] for line in lines]
+    assert targets == ["help", "setup", "test", "data", "train", "reports", "all", "export", "android-assets", "bench", "gpu-mirror"]
+    assert all(len(line.split(None, 2)) == 3 for line in lines)  # each with its description
+
+
+def test_make_setup_offers_a_cpu_only_torch(tmp_path):
+    cpu = _make("-n", "setup", f"VENV={tmp_path / 'venv'}", "TORCH=cpu")
+    assert "--index-url https://download.pytorch.org/whl/cpu torch==2.14.1+cpu torchvision==0.29.1+cpu" in cpu
+    default = _make("-n", "setup", f"VENV={tmp_path / 'venv'}")
+    assert "--index-url" not in default and "torch==2.14.1 torchvision==0.29.1" in default
