@@ -45,6 +45,9 @@ TRAIN_OUT ?= runs
 RUNS_DIR ?= $(if $(filter full,$(PROFILE)),reports/full/runs,$(TRAIN_OUT)/$(PROFILE))
 REPORTS_DIR ?= reports/$(PROFILE)
 TRAIN_ARGS ?=
+# The quick profile pins 2 CPU threads: CPU kernels split their sums by thread, so another count
+# (torch's default is one per core) gives other weights. See the README's "Reproducibility".
+THREADS_ARG ?= $(if $(filter quick,$(PROFILE)),--threads 2)
 REPORT_ARGS ?=
 MIRROR_ARG = $(if $(MNV3_DATA_MIRROR),--data-mirror $(MNV3_DATA_MIRROR))
 
@@ -65,7 +68,7 @@ train: ## train every experiment of PROFILE into runs/<profile>/ (finished runs 
 train: $(foreach e,$(EXPERIMENTS),$(TRAIN_OUT)/$(PROFILE)/$(e)/test.json)
 
 $(TRAIN_OUT)/$(PROFILE)/%/test.json: | data
-	$(TRAIN_CMD) --experiment $* --profile $(PROFILE) --out $(TRAIN_OUT) --data-root $(DATA_ROOT) $(MIRROR_ARG) $(TRAIN_ARGS) $(if $(wildcard $(TRAIN_OUT)/$(PROFILE)/$*/last.pt),--resume)
+	$(TRAIN_CMD) --experiment $* --profile $(PROFILE) --out $(TRAIN_OUT) --data-root $(DATA_ROOT) $(MIRROR_ARG) $(THREADS_ARG) $(TRAIN_ARGS) $(if $(wildcard $(TRAIN_OUT)/$(PROFILE)/$*/last.pt),--resume)
 
 # Execute the notebooks into $(REPORTS_DIR)/notebooks/, convert them to $(REPORTS_DIR)/*.html and
 # write $(REPORTS_DIR)/index.html. A failing cell fails make, naming the notebook and the cell.
