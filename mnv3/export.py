@@ -20,7 +20,9 @@ size (1x28x28 for the MNIST family, 3x32x32 for CIFAR): :class:`RawPixelModel` d
 normalisation (and, for runs trained on upsampled images, the bilinear resize) inside the graph,
 so an app cannot get them wrong. ``model.json`` tells the app the input contract and the labels;
 ``parity.json`` / ``parity.md`` compare every artefact with eager PyTorch (logit difference, top-1
-agreement, full test-set accuracy, file size, batch-1 CPU latency).
+agreement, full test-set accuracy, file size; batch-1 CPU latency only when asked with
+``--latency-runs``: on a shared machine it means little, and ``make bench`` times the same
+programs properly).
 
 ExecuTorch, ONNX and onnxruntime are optional dependencies, imported only when a format needs
 them: ``pip install -e ".[export]"``.
@@ -884,8 +886,16 @@ def accuracy(runner: Callable, images: torch.Tensor, labels: torch.Tensor, *, ba
     return _accuracy_of(_predict(runner, images, batch_size), labels)
 
 
-def measure_latency(runner: Callable, x: torch.Tensor, *, runs: int = 100, warmup: int = 10) -> dict[str, float]:
-    """Wall-clock latency of ``runner(x)`` in milliseconds: median and 10th/90th percentiles."""
+NOT_TIMED = {"latency_ms_median": None, "latency_ms_p10": None, "latency_ms_p90": None, "latency_runs": 0}
+
+
+def measure_latency(runner: Callable, x: torch.Tensor, *, runs: int = 100, warmup: int = 10) -> dict[str, Any]:
+    """Wall-clock latency of ``runner(x)`` in milliseconds: median and 10th/90th percentiles.
+
+    ``runs`` = 0 times nothing and returns :data:`NOT_TIMED` (the same keys, None values).
+    """
+    if runs == 0:
+        return dict(NOT_TIMED)
     for _ in range(warmup):
         runner(x)
     times = []
@@ -930,15 +940,19 @@ def write_parity(report: dict[str, Any], out_dir: str | Path) -> None:
     out_dir = Path(out_dir)
     _write_json(out_dir / "parity.json", report)
     threads = report["threads"]
+    latency = (
+        f"Latency: batch 1, median of {report['latency_runs']} runs after warm-up, CPU threads: torch "
+        f"{threads['torch']}, ExecuTorch {threads['executorch']}, onnxruntime {threads['onnxruntime']}."
+        if report.get("latency_runs")
+        else "Latency: not timed here (`make bench` times these programs; pass --latency-runs N to time them now)."
+    )
     lines = [
         f"# Export parity: {report['dataset']} ({report.get('experiment') or 'run'})",
         "",
         f"Reference: eager PyTorch on raw pixels. Logit difference and top-1 agreement on the first "
         f"{report['parity_samples']} test images (the .pte files run them one at a time, at batch 1 as in the "
-        f"app; the others in batches of {PROBE_BATCH}); accuracy on "
-        f"all {report['test_images']} test images. Latency: batch 1, median of {report['latency_runs']} runs "
-        f"after warm-up, CPU threads: torch {threads['torch']}, ExecuTorch {threads['executorch']}, "
-        f"onnxruntime {threads['onnxruntime']}.",
+        f"app; the others in batches of {PROBE_BATCH}); accuracy on all {report['test_images']} test images. "
+        + latency,
         "",
         "| artefact | file | size (bytes) | max abs logit diff | top-1 agreement | test accuracy | latency median (ms) | accuracy measured with |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
@@ -1010,7 +1024,7 @@ def export_run(
     skip_parity: bool = False,
     parity_samples: int = 256,
     eval_batch_size: int = 0,
-    latency_runs: int = 100,
+    latency_runs: int = 0,
     onnx_opset: int = ONNX_OPSET,
     threads: int | None = None,
     require_full_delegation: bool = True,
@@ -1056,8 +1070,8 @@ def _export_run(
 ) -> dict[str, Any]:  # fmt: skip
     say = log or (lambda _msg: None)
     formats = _parse_formats(formats)
-    if eval_batch_size < 0 or parity_samples < 1 or latency_runs < 1 or calibration_batches < 1 or calibration_batch_size < 1:
-        raise ExportError("eval_batch_size must be >= 0; parity_samples, latency_runs and the calibration sizes >= 1")
+    if eval_batch_size < 0 or latency_runs < 0 or parity_samples < 1 or calibration_batches < 1 or calibration_batch_size < 1:
+        raise ExportError("eval_batch_size and latency_runs must be >= 0; parity_samples and the calibration sizes >= 1")
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "export"
     wrapper, config, info = load_wrapped_run(run_dir, which=which, input_size=input_size)
@@ -1487,7 +1501,9 @@ def _export_parser() -> argparse.ArgumentParser:
     checks.add_argument("--eval-batch-size", type=_non_negative_int, default=0, metavar="B",
                         help="how the .pte test accuracy is measured: 1 = the shipped batch-1 file, B > 1 = a twin "
                              "program lowered at batch B, 0 = automatic (default)")  # fmt: skip
-    checks.add_argument("--latency-runs", type=_positive_int, default=100, metavar="N", help="timed batch-1 runs per artefact (default 100)")
+    checks.add_argument("--latency-runs", type=_non_negative_int, default=0, metavar="N",
+                        help="time N batch-1 runs per artefact into the parity report (default 0: not timed; on a shared "
+                             "machine the numbers mean little: make bench times the same programs properly)")  # fmt: skip
     checks.add_argument("--threads", type=_positive_int, default=None, metavar="N", help="CPU threads for torch and onnxruntime")
     checks.add_argument("--allow-undelegated", action="store_true",
                         help="only warn (do not fail) when ops that touch the input stay outside the XNNPACK delegate")  # fmt: skip

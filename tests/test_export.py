@@ -403,3 +403,24 @@ def test_model_json_records_each_files_sha256(exported):
     for name, digest in manifest["sha256"].items():
         assert digest == hashlib.sha256((exported.out / name).read_bytes()).hexdigest()
     assert ex.verify_files(exported.out, manifest, manifest["files"].values()) == []
+
+
+def test_latency_is_opt_in_and_readers_cope_without_it(tmp_path):
+    from mnv3 import reports
+
+    assert ex.measure_latency(lambda x: x, torch.zeros(1), runs=0) == ex.NOT_TIMED
+    rows = [{"artefact": name, "file": None if name == "eager" else f"m.{name}", "size_bytes": None if name == "eager" else 10,
+             "max_abs_logit_diff": 0.0, "top1_agreement": 1.0, "test_accuracy": 0.9, "compared_at_batch": 1,
+             "evaluated_with": "x", **ex.NOT_TIMED} for name in ("eager", "pte")]  # fmt: skip
+    report = {"dataset": "mnist", "experiment": "e", "parity_samples": 1, "test_images": 1, "latency_runs": 0,
+              "threads": {"torch": 1, "executorch": 1, "onnxruntime": None}, "rows": rows}  # fmt: skip
+    ex.write_parity(report, tmp_path)
+    assert "Latency: not timed here (`make bench`" in (tmp_path / "parity.md").read_text()
+    assert json.loads((tmp_path / "parity.json").read_text())["rows"][1]["latency_ms_median"] is None
+    frame = reports.load_parity(tmp_path)  # what notebook 06 reads
+    assert frame["latency_ms_median"].isna().all() and frame["latency_vs_eager"].isna().all()
+    assert set(reports.parity_table(frame)["latency median (ms)"]) == {"—"}
+    import matplotlib
+
+    matplotlib.use("Agg")
+    reports.plot_parity(frame)
