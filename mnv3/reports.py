@@ -1258,7 +1258,7 @@ def parity_table(frame):
 
 def int8_budget(parity_or_path: Mapping[str, Any] | str | Path) -> dict[str, Any] | None:
     """The int8 .pte's test-accuracy loss against the fp32 .pte (eager when there is none), recomputed
-    from the rows, against the budget (parity.json's, else mnv3.export's 1.0 point).
+    from the rows, against the budget (parity.json's, else mnv3.export's INT8_MAX_DROP_POINTS).
 
     Returns None when there is no int8 row; else reference, reference_accuracy, int8_accuracy,
     drop_points, budget_points, met (bool) and text (one Markdown sentence).

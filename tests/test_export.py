@@ -186,6 +186,10 @@ def test_parity_report_has_every_artefact(exported):
     assert rows["pte"]["compared_at_batch"] == 1
     assert set(report["threads"]) == {"torch", "executorch", "onnxruntime"}
     assert report["int8"]["accuracy_drop_points"] == pytest.approx(100 * (rows["pte"]["test_accuracy"] - rows["pte-int8"]["test_accuracy"]))
+    # the budget, on this small trained model, with the default layers kept in fp32
+    assert report["int8"]["max_drop_points"] == ex.INT8_MAX_DROP_POINTS == 0.5
+    assert report["int8"]["keep_fp32"] == list(ex.INT8_KEEP_FP32)
+    assert report["int8"]["within_budget"], f"int8 loses {report['int8']['accuracy_drop_points']:.2f} points"
     assert set(report["export_seconds"]) >= {"pte", "pte-int8", "ptl", "onnx"}
     table = (exported.out / "parity.md").read_text()
     for name in rows:
@@ -325,7 +329,8 @@ def test_parity_md_words_the_sign_of_the_int8_change(tmp_path):
            "test_accuracy": 0.9, "latency_ms_median": None, "evaluated_with": "x"}  # fmt: skip
     report = {"dataset": "mnist", "experiment": "e", "parity_samples": 1, "test_images": 1, "latency_runs": 0,
               "threads": {"torch": 1, "executorch": 1, "onnxruntime": None}, "rows": [row]}  # fmt: skip
-    for drop, words in ((-0.04, "0.04 points gained"), (0.5, "0.50 points lost"), (0.0, "no change")):
+    for drop, words in ((-0.04, "0.04 points of test accuracy gained"), (0.5, "0.50 points of test accuracy lost"),
+                        (0.0, "no change in test accuracy")):
         report["int8"] = {"accuracy_drop_points": drop, "max_drop_points": 1.0, "within_budget": True}
         ex.write_parity(report, tmp_path)
         text = (tmp_path / "parity.md").read_text()
@@ -424,3 +429,25 @@ def test_latency_is_opt_in_and_readers_cope_without_it(tmp_path):
 
     matplotlib.use("Agg")
     reports.plot_parity(frame)
+
+
+def test_int8_keeps_the_asked_layers_in_fp32_inside_the_delegate(tmp_path):
+    needs_export_extras()
+    torch.manual_seed(0)
+    wrapper = ex.RawPixelModel(TinyRGB().eval(), (0.5,) * 3, (0.25,) * 3, image_size_in=8, image_size=8).eval()
+    quantized = ex.quantize_int8(wrapper, torch.rand(8, 3, 8, 8), batch_size=4, keep_fp32=["model.fc"])
+
+    def weight_source(op):
+        node = next(n for n in quantized.graph.nodes if n.op == "call_function" and op in str(n.target))
+        return str(node.args[1].target) if node.args[1].op == "call_function" else node.args[1].op
+
+    assert "dequantize" in weight_source("conv2d")  # int8 weights
+    assert "dequantize" not in weight_source("linear")  # the kept layer: float weights
+    report = ex.export_pte_int8(quantized, tmp_path / "q.pte", (1, 3, 8, 8))
+    assert report["fully_delegated"] and report["delegated_by_op"].get("aten.linear.default") == 1
+    small = ex.RawPixelModel(build_model("small", num_classes=10), (0.5,) * 3, (0.25,) * 3)
+    se = ex.fp32_module_names(small, ["se"])
+    assert len(se) == sum(b.se for b in small.model.spec.blocks) and all(name.startswith("model.features.") for name in se)
+    assert ex.fp32_module_names(small, ["classifier"]) == ["model.classifier"]
+    with pytest.raises(ex.ExportError, match="valid: se, classifier, or a module name"):
+        ex.fp32_module_names(small, ["hardsigmoid"])
