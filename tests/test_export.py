@@ -449,5 +449,5 @@ def test_int8_keeps_the_asked_layers_in_fp32_inside_the_delegate(tmp_path):
     se = ex.fp32_module_names(small, ["se"])
     assert len(se) == sum(b.se for b in small.model.spec.blocks) and all(name.startswith("model.features.") for name in se)
     assert ex.fp32_module_names(small, ["classifier"]) == ["model.classifier"]
-    with pytest.raises(ex.ExportError, match="valid: se, classifier, or a module name"):
+    with pytest.raises(ex.ExportError, match="valid: se, classifier, first_block, or a module name"):
         ex.fp32_module_names(small, ["hardsigmoid"])
