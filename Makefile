@@ -112,3 +112,10 @@ gpu-mirror:
 	mkdir -p $(GPU_MIRROR)/MNIST/raw
 	cp $(MNV3_DATA_MIRROR)/MNIST/raw/*.gz $(GPU_MIRROR)/MNIST/raw/
 	cp $(MNV3_DATA_MIRROR)/cifar10-jpeg.tar.gz $(GPU_MIRROR)/
+
+# Compile the Android app (main and unit tests) against android.jar API 23 and the ExecuTorch Java
+# API, then run its JVM unit tests (scripts/android_check.sh --help). Fetches its tools once into
+# .cache/android-check/ (about 130 MB); tests/test_android.py runs it in `make test`.
+.PHONY: android-check
+android-check:
+	bash scripts/android_check.sh

@@ -1178,11 +1178,11 @@ def _executorch_shortfall(et: dict[str, Any], ours: dict[str, Any], index: Mappi
 
 def run_training(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """The training suite: our model against torchvision's, alternating steps of the same loop."""
-    from .data import dataset_info, make_synthetic, prepare_batch
+    from .data import dataset_info, make_synthetic
     from .experiments import get_experiment
     from .torchvision_compat import to_torchvision
     from .model import build_model
-    from .train import compute_loss
+    from .train import make_optimizer, train_step
 
     device = torch.device(cfg.device)
     if device.type == "cuda":
@@ -1203,6 +1203,10 @@ def run_training(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[s
         images, labels = images.to(device), labels.to(device)
         use_amp = device.type == "cuda" and exp.amp != "off"
         amp_dtype = torch.float16 if exp.amp == "fp16" else torch.bfloat16
+
+        def autocast(device=device, amp_dtype=amp_dtype, use_amp=use_amp):
+            return torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp)
+
         steps, counters = {}, {}
         for key, model in models.items():
             for m in model.modules():
@@ -1211,28 +1215,17 @@ def run_training(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[s
             model.to(device).train()
             if exp.channels_last:
                 model.to(memory_format=torch.channels_last)
-            decay = [p for p in model.parameters() if p.ndim > 1]
-            no_decay = [p for p in model.parameters() if p.ndim <= 1]
-            optimizer = torch.optim.SGD([{"params": decay, "weight_decay": exp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-                                        lr=exp.lr, momentum=exp.momentum, nesterov=True)  # fmt: skip
+            optimizer = make_optimizer(model, exp)
             scaler = torch.amp.GradScaler("cuda", enabled=use_amp and exp.amp == "fp16")
             counter = {"i": 0}
 
             def step(model=model, optimizer=optimizer, scaler=scaler, counter=counter):
+                # mnv3.train's own step, not a copy, so these numbers describe training.
                 i = counter["i"] % 4
                 counter["i"] += 1
                 idx = slice(i * cfg.train_batch, (i + 1) * cfg.train_batch)
-                x = prepare_batch(images[idx], info, train=True, image_size=case.resolution)
-                if exp.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
-                    logits = model(x)
-                loss = compute_loss(logits, labels[idx], exp.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                counter["loss"] = loss.detach()
+                counter["loss"], _ = train_step(model, optimizer, scaler, images[idx], labels[idx], info, exp,
+                                                image_size=case.resolution, autocast=autocast)  # fmt: skip
 
             steps[key] = step
             counters[key] = counter
@@ -1275,7 +1268,7 @@ def run_training(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[s
             f"{len(times['ours'])} rounds in {seconds:.1f} s; {_busy_note(meter, log)}")  # fmt: skip
         log(_table(lines))
     return {"results": results, "targets": training_targets(results),
-            "step": "prepare_batch (augmentation) + forward + label-smoothed cross-entropy + backward + SGD (Nesterov)"}  # fmt: skip
+            "step": "mnv3.train.train_step: prepare_batch (augmentation) + forward + label-smoothed cross-entropy + backward + SGD (Nesterov)"}  # fmt: skip
 
 
 def training_targets(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

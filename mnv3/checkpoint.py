@@ -1,4 +1,4 @@
-"""Checkpoints and run folders: atomic writes, clear errors, and one way to load a trained model.
+"""Checkpoints and run folders: atomic writes, safe loading, and one way to load a trained model.
 
 A run folder (``runs/<profile>/<experiment>/``) holds:
 
@@ -8,7 +8,11 @@ A run folder (``runs/<profile>/<experiment>/``) holds:
 - ``test.json``: the final test-set evaluation.
 
 A checkpoint is a dict with ``format`` = "mnv3-checkpoint", ``model_config`` (``model.config``)
-and ``model`` (the state dict), plus the training state that ``--resume`` needs.
+and ``model`` (the state dict), plus the training state that ``--resume`` needs. Checkpoints are
+read with ``torch.load(weights_only=True)``: only tensors and plain data, so a crafted file cannot
+run code. Published results (``reports/full/runs/<experiment>/``) hold ``final.safetensors`` (the
+best weights in bf16) and ``final.json`` (the model config and provenance) instead, the format
+timm and Hugging Face use for committed weights; a legacy ``final.pt`` is still read, safely.
 """
 from __future__ import annotations
 
@@ -24,17 +28,47 @@ import torch
 
 from .model import MobileNetV3, model_from_config
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_run", "write_json_atomic", "CHECKPOINT_FORMAT"]
+__all__ = [
+    "CheckpointError",
+    "save_checkpoint",
+    "load_checkpoint",
+    "save_weights",
+    "load_weights",
+    "weights_file",
+    "evaluation_weights",
+    "load_run",
+    "check_model_config",
+    "write_json_atomic",
+    "write_bytes_atomic",
+    "CHECKPOINT_FORMAT",
+    "WEIGHTS_FORMAT",
+]
 
 CHECKPOINT_FORMAT = "mnv3-checkpoint"
+WEIGHTS_FORMAT = "mnv3-weights"
+# Which file holds a run's weights, in order of preference: training runs have best.pt/last.pt,
+# published runs final.safetensors (or the older final.pt).
+_WEIGHT_FILES = {
+    "best": ("best.pt", "final.safetensors", "final.pt"),
+    "last": ("last.pt",),
+    "final": ("final.safetensors", "final.pt"),
+}
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint or run folder that cannot be used, with what to do about it."""
 
 
+def _umask() -> int:
+    # os.umask can only be read by setting it; set it straight back.
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: Path, write) -> None:
     # Write beside the target and rename: an interrupted run never leaves a half-written file.
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -42,34 +76,66 @@ def _atomic_write(path: Path, write) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; results are meant to be shared
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files private; honour the umask like open() does
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the ``.<name>.*.tmp`` files that a killed atomic write leaves in ``folder``."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """Save ``payload`` (which must hold ``model_config`` and ``model``) atomically."""
+    """Save ``payload`` (which must hold ``model_config`` and ``model``) atomically.
+
+    Raises OSError (e.g. disk full) with the previous file at ``path`` left intact.
+    """
     _atomic_write(Path(path), lambda f: torch.save({"format": CHECKPOINT_FORMAT, **payload}, f))
 
 
 def write_json_atomic(path: str | Path, data: Any) -> None:
-    _atomic_write(Path(path), lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
+    """Write ``data`` as strict JSON (NaN and inf are refused with ValueError), atomically."""
+    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
+    _atomic_write(Path(path), lambda f: f.write(text.encode()))
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    _atomic_write(Path(path), lambda f: f.write(data))
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).splitlines()[0] if str(err) else "no detail"
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load an mnv3 checkpoint, or raise CheckpointError saying why it cannot be used."""
+    """Load an mnv3 checkpoint (``.pt``), or raise CheckpointError saying why it cannot be used.
+
+    Only tensors and plain Python data are unpickled (``weights_only=True``): a file that holds
+    anything else (a crafted pickle that would run code, say) is refused before any of it runs.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint there. Train a run first (python -m mnv3.train --help).")
     try:
-        # weights_only=False: the training state holds Python RNG state and numpy arrays. Only load
-        # checkpoints you made yourself; the format check below rejects foreign ones.
-        payload = torch.load(path, map_location=map_location, weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, AttributeError, ImportError) as err:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights only load failed" in str(err).lower():
+            raise CheckpointError(
+                f"{path}: refused. The file holds more than tensors and plain data (Python objects that "
+                "would run code when loaded), so it was not written by mnv3. Do not use it; retrain or "
+                "take the checkpoint from a source you trust."
+            ) from None
+        raise CheckpointError(f"{path}: not a readable checkpoint (UnpicklingError: {_first_line(err)}).") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, AttributeError, ImportError, OSError) as err:
         raise CheckpointError(
-            f"{path}: not a readable checkpoint ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no detail'}). "
+            f"{path}: not a readable checkpoint ({type(err).__name__}: {_first_line(err)}). "
             "It may be truncated by an interrupted copy; use the run's other checkpoint (best.pt or last.pt) or retrain."
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
@@ -84,28 +150,105 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return payload
 
 
-def load_run(run_dir: str | Path, which: str = "best", map_location: str | torch.device = "cpu") -> tuple[MobileNetV3, dict[str, Any]]:
-    """The trained model of a run folder, in eval mode, and the run's ``config.json``.
+def save_weights(path: str | Path, state_dict: dict[str, torch.Tensor], model_config: dict[str, Any], **provenance: Any) -> Path:
+    """Write ``state_dict`` to ``path`` (``.safetensors``) and the model config beside it (``.json``).
 
-    ``which`` is "best" (highest validation accuracy) or "last". Full-profile results stored under
-    ``reports/full/`` hold ``final.pt`` (weights only, half precision to stay small); "best" falls
-    back to it there.
+    ``provenance`` (epoch, dtype, source run, ...) is stored in the JSON. Returns the JSON path.
+    """
+    from safetensors.torch import save
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{path}: published weights are written as .safetensors")
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    write_bytes_atomic(path, save(tensors, metadata={"format": WEIGHTS_FORMAT}))
+    sidecar = path.with_suffix(".json")
+    write_json_atomic(sidecar, {"format": WEIGHTS_FORMAT, "weights": path.name, "model_config": model_config, **provenance})
+    return sidecar
+
+
+def load_weights(path: str | Path) -> dict[str, Any]:
+    """Read published weights: ``{"model_config", "model", **provenance}`` like a checkpoint.
+
+    ``path`` is a ``.safetensors`` file with its ``.json`` beside it, or a legacy ``final.pt``
+    (read with :func:`load_checkpoint`). Raises CheckpointError for a missing, damaged or
+    mismatched pair.
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        return load_checkpoint(path)
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    sidecar = path.with_suffix(".json")
+    if not path.is_file() or not sidecar.is_file():
+        raise CheckpointError(f"{path}: published weights need both {path.name} and {sidecar.name}; one is missing.")
+    try:
+        meta = json.loads(sidecar.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{sidecar}: not valid JSON ({_first_line(err)}).") from None
+    if not isinstance(meta, dict) or meta.get("format") != WEIGHTS_FORMAT or "model_config" not in meta:
+        raise CheckpointError(f"{sidecar}: not an mnv3 weights description (needs format {WEIGHTS_FORMAT!r} and model_config).")
+    try:
+        tensors = load(path.read_bytes())
+    except (SafetensorError, ValueError, OSError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({_first_line(err)}); it may be truncated.") from None
+    return {**meta, "model": tensors}
+
+
+def evaluation_weights(payload: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The state dict to evaluate a checkpoint with: the weight EMA when training kept one
+    (``ema_decay`` > 0), else the trained weights."""
+    return payload["ema"] if payload.get("ema") is not None else payload["model"]
+
+
+def weights_file(run_dir: str | Path, which: str = "best") -> Path | None:
+    """The file holding a run's ``which`` weights ("best", "last" or "final"), or None."""
+    if which not in _WEIGHT_FILES:
+        raise ValueError(f"which must be one of {', '.join(_WEIGHT_FILES)}, got {which!r}.")
+    return next((p for p in (Path(run_dir) / name for name in _WEIGHT_FILES[which]) if p.is_file()), None)
+
+
+def _describe(model_config: dict[str, Any]) -> str:
+    spec = model_config.get("spec", {})
+    return (
+        f"{spec.get('name', '?')} (width {model_config.get('width_mult')}, {model_config.get('num_classes')} classes, "
+        f"{model_config.get('in_channels')} input channels, drop_first_strides={model_config.get('drop_first_strides')})"
+    )
+
+
+def check_model_config(found: dict[str, Any], expected: dict[str, Any], *, where: str, expected_from: str) -> None:
+    """Raise CheckpointError when a checkpoint's model is not the one its run describes."""
+    if found != expected:
+        raise CheckpointError(
+            f"{where}: holds the weights of {_describe(found)}, but {expected_from} describes "
+            f"{_describe(expected)}. The file belongs to another run; put it back where it came from."
+        )
+
+
+def load_run(run_dir: str | Path, which: str = "best", map_location: str | torch.device = "cpu") -> tuple[MobileNetV3, dict[str, Any]]:
+    """The trained model of a run folder, in eval mode (fp32), and the run's ``config.json``.
+
+    ``which`` is "best" (highest validation accuracy; a published run's ``final`` weights), "last"
+    or "final". Raises CheckpointError when the folder has no config or weights, when the weights
+    file is unreadable or unsafe, or when it holds another model than ``config.json`` describes.
     """
     run_dir = Path(run_dir)
-    if which not in ("best", "last", "final"):
-        raise ValueError(f"which must be 'best', 'last' or 'final', got {which!r}.")
+    if which not in _WEIGHT_FILES:
+        raise ValueError(f"which must be one of {', '.join(_WEIGHT_FILES)}, got {which!r}.")
     config_path = run_dir / "config.json"
     if not config_path.is_file():
         raise CheckpointError(f"{run_dir}: not a run folder (no config.json). Train one with python -m mnv3.train.")
     config = json.loads(config_path.read_text())
-    candidates = [run_dir / f"{which}.pt"] + ([run_dir / "final.pt"] if which == "best" else [])
-    path = next((p for p in candidates if p.is_file()), None)
+    path = weights_file(run_dir, which)
     if path is None:
         raise CheckpointError(
-            f"{run_dir}: no weights ({', '.join(p.name for p in candidates)} missing). "
+            f"{run_dir}: no weights ({', '.join(_WEIGHT_FILES[which])} missing). "
             "The run may have been interrupted before its first epoch ended; resume it with --resume or retrain."
         )
-    payload = load_checkpoint(path, map_location=map_location)
+    payload = load_weights(path) if path.suffix == ".safetensors" else load_checkpoint(path, map_location=map_location)
+    if "model" in config:
+        check_model_config(payload["model_config"], config["model"], where=str(path), expected_from=str(config_path))
     model = model_from_config(payload["model_config"])
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in payload["model"].items()})
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in evaluation_weights(payload).items()})
     return model.eval(), config

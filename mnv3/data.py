@@ -10,18 +10,24 @@ The pieces:
 * :data:`DATASETS` / :func:`dataset_info` describe each dataset (classes, channels, mean/std).
 * :func:`load_split` returns ``(images uint8 [N, C, H, W], labels int64 [N])``. The first call
   decodes the dataset (from an offline mirror, or through torchvision, which may download it) and
-  caches the tensors as ``<root>/cache/<name>-<split>.pt``; later calls only read that file.
+  caches the tensors as ``<root>/cache/<name>-<split>.pt``; later calls only read that file, and
+  check it: a damaged or invalid cache is rebuilt, with one line on stderr saying why.
+* :func:`ensure_splits` decodes and checks every split before training starts, so a broken test
+  file is reported before the run, not after it.
 * :func:`train_val_split` and :func:`iterate_batches` produce index tensors into those arrays.
 * :func:`prepare_batch` turns a uint8 batch into normalised float32, augmenting it when training.
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import math
 import os
+import sys
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -34,7 +40,11 @@ __all__ = [
     "DATASETS",
     "DataUnavailableError",
     "DatasetInfo",
+    "canonical_dataset_name",
     "dataset_info",
+    "cutout",
+    "auto_augment",
+    "ensure_splits",
     "iterate_batches",
     "load_split",
     "make_synthetic",
@@ -111,13 +121,35 @@ DATASETS: dict[str, DatasetInfo] = {
 }  # fmt: skip
 
 
-def dataset_info(name: str) -> DatasetInfo:
-    """Look up a dataset by name; an unknown name raises ValueError listing the valid ones."""
-    try:
-        return DATASETS[name]
-    except KeyError:
+# torchvision's class names, and the same names in any case, with or without '_' or '-', name the
+# same datasets: --dataset FashionMNIST, fashionmnist, Fashion-MNIST and fashion_mnist are one.
+def _alias_key(name: str) -> str:
+    return name.lower().replace("_", "").replace("-", "")
+
+
+_ALIASES = {_alias_key(name): name for name in DATASETS}
+
+
+def canonical_dataset_name(name: str) -> str:
+    """The key of :data:`DATASETS` for ``name`` or one of its aliases (``"FashionMNIST"`` ->
+    ``"fashion_mnist"``, ``"CIFAR10"`` -> ``"cifar10"``).
+
+    Raises ValueError for an unknown name, listing the canonical names.
+    """
+    canonical = _ALIASES.get(_alias_key(name)) if isinstance(name, str) else None
+    if canonical is None:
         valid = ", ".join(sorted(DATASETS))
-        raise ValueError(f"unknown dataset {name!r}; valid names: {valid}") from None
+        raise ValueError(f"unknown dataset {name!r}; valid names: {valid} "
+                         "(torchvision's class names such as FashionMNIST or CIFAR10 also work)")
+    return canonical
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """Look up a dataset by name or alias (see :func:`canonical_dataset_name`).
+
+    Raises ValueError for an unknown name, listing the valid ones.
+    """
+    return DATASETS[canonical_dataset_name(name)]
 
 
 class DataUnavailableError(RuntimeError):
@@ -175,23 +207,30 @@ def load_split(
 
     Sources, in order: the cache ``<root>/cache/<name>-<split>.pt``; else the mirror (argument or
     $MNV3_DATA_MIRROR) when one is set; else torchvision under ``<root>`` (downloading if
-    ``download``). What was decoded is cached, so image files are read only once. The cache also
-    records its ``source``, because the CIFAR-10 mirror holds JPEG re-encodings and results on it
-    should be labelled "CIFAR-10 (JPEG mirror)".
+    ``download``). What was decoded is checked (dtype, shape, label range, count) and cached, so
+    image files are read only once. A cache that cannot be read or fails the same checks is
+    rebuilt from the source, with one line on stderr saying why. The cache also records its
+    ``source``, because the CIFAR-10 mirror holds JPEG re-encodings and results on it should be
+    labelled "CIFAR-10 (JPEG mirror)".
+
+    ``name`` may be an alias (see :func:`canonical_dataset_name`). Raises ValueError for an
+    unknown name or split, and DataUnavailableError, naming the file and the fix, when the
+    source is missing, truncated or corrupt.
     """
     info = dataset_info(name)
     if split not in _SPLITS:
         raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(_SPLITS)}")
-    if name == "synthetic":  # cheap to regenerate, so never cached
+    if info.name == "synthetic":  # cheap to regenerate, so never cached
         num_samples, seed = _SYNTHETIC_SPLITS[split]
         return make_synthetic(num_samples, num_classes=info.num_classes,
                               channels=info.in_channels, size=info.image_size, seed=seed)
 
-    cache = Path(root) / "cache" / f"{name}-{split}.pt"
-    if cache.is_file():
-        entry = torch.load(cache, map_location="cpu", weights_only=True)
-        if entry.get("format") == _CACHE_FORMAT and tuple(entry["classes"]) == info.classes:
-            return entry["images"].contiguous(), entry["labels"]
+    cache = Path(root) / "cache" / f"{info.name}-{split}.pt"
+    if cache.exists():
+        cached, problem = _read_cache(cache, info)
+        if cached is not None:
+            return cached
+        print(f"mnv3.data: the cache {cache} {problem}; rebuilding it", file=sys.stderr, flush=True)
 
     mirror_dir = resolve_mirror(mirror)
     if mirror_dir is not None:
@@ -200,7 +239,10 @@ def load_split(
     else:
         images, labels = _load_from_torchvision(info, split, Path(root), download, cache)
         source = "torchvision"
-    _check_split(info, images, labels)
+    problem = _split_problem(info, images, labels)
+    if problem is not None:
+        raise DataUnavailableError(f"{info.name} {split} from the {source}: {problem}; "
+                                   "the source files are damaged: replace them with fresh copies")
     _save_atomically(
         {"format": _CACHE_FORMAT, "images": images, "labels": labels,
          "classes": list(info.classes), "source": source},
@@ -209,17 +251,58 @@ def load_split(
     return images, labels
 
 
-def _check_split(info: DatasetInfo, images: torch.Tensor, labels: torch.Tensor) -> None:
-    """Catch a malformed source before it is cached and trusted from then on."""
+def ensure_splits(
+    name: str, *, root: str | Path = "data", mirror: str | Path | None = None, download: bool = True
+) -> None:
+    """Decode (or read from the cache) and check every split of a dataset; keep none in memory.
+
+    Training calls this before its first step, so a damaged test file is reported before the
+    run rather than after it. Raises as :func:`load_split` does.
+    """
+    for split in _SPLITS:
+        load_split(name, split, root=root, mirror=mirror, download=download)
+
+
+def _read_cache(path: Path, info: DatasetInfo) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, str]:
+    """``((images, labels), "")`` for a valid cache file, else ``(None, what is wrong with it)``."""
+    try:
+        entry = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - whatever a damaged file raises, the cure is a rebuild
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        return None, f"cannot be read ({reason[:200]})"
+    if not isinstance(entry, dict):
+        return None, f"holds a {type(entry).__name__}, not the dict mnv3.data writes"
+    if entry.get("format") != _CACHE_FORMAT:
+        return None, f"has format {entry.get('format')!r}, this version writes {_CACHE_FORMAT}"
+    if tuple(entry.get("classes") or ()) != info.classes:
+        return None, f"lists other classes than {info.name}'s"
+    images, labels = entry.get("images"), entry.get("labels")
+    if not isinstance(images, torch.Tensor) or not isinstance(labels, torch.Tensor):
+        return None, "lacks the 'images' or 'labels' tensor"
+    problem = _split_problem(info, images, labels)
+    if problem is not None:
+        return None, f"is invalid: {problem}"
+    return (images.contiguous(), labels), ""
+
+
+def _split_problem(info: DatasetInfo, images: torch.Tensor, labels: torch.Tensor) -> str | None:
+    """What makes ``(images, labels)`` unfit for ``info``'s dataset, or None when they are fine.
+
+    Checked on every decode and every cache load, so a malformed source or a damaged cache never
+    reaches training (an out-of-range label would surface there as an IndexError).
+    """
     expected = (info.in_channels, info.image_size, info.image_size)
     if images.dtype != torch.uint8 or images.dim() != 4 or tuple(images.shape[1:]) != expected:
-        raise RuntimeError(f"{info.name}: decoded images are {images.dtype} {tuple(images.shape)}, "
-                           f"expected uint8 [N, {', '.join(map(str, expected))}]")
+        return (f"images are {images.dtype} {tuple(images.shape)}, "
+                f"expected uint8 [N, {', '.join(map(str, expected))}]")
+    if images.shape[0] == 0:
+        return "it holds no images"
     if labels.dtype != torch.int64 or labels.shape != (images.shape[0],):
-        raise RuntimeError(f"{info.name}: {tuple(labels.shape)} {labels.dtype} labels "
-                           f"for {images.shape[0]} images")
-    if labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) < info.num_classes:
-        raise RuntimeError(f"{info.name}: labels outside 0..{info.num_classes - 1}")
+        return f"{labels.dtype} labels of shape {tuple(labels.shape)} for {images.shape[0]} images"
+    low, high = int(labels.min()), int(labels.max())
+    if not 0 <= low <= high < info.num_classes:
+        return f"labels run from {low} to {high}, outside 0..{info.num_classes - 1}"
+    return None
 
 
 def _save_atomically(obj: dict, path: Path) -> None:
@@ -270,25 +353,47 @@ def _load_from_mirror(info: DatasetInfo, split: str, mirror: Path) -> tuple[torc
     )
 
 
+# The largest MNIST-family file, train-images, is 47,040,016 bytes after gunzip; a file that
+# inflates to far more is no IDX file of these datasets (or a decompression bomb).
+_MAX_IDX_BYTES = 64 * 2**20
+
+# A 32x32 JPEG of the mirror is about 1 KB; a member far larger than that is no such image, and
+# reading it whole would cost its full size in memory.
+_MAX_JPEG_BYTES = 64 * 2**10
+_JPEG_TOP = "cifar10-jpeg"
+
+
+def _replace_hint(path: Path) -> str:
+    return f"replace {path.name} in the mirror with an intact copy"
+
+
 def _read_idx_gz(path: Path, ndim: int) -> np.ndarray:
     """Parse a gzipped IDX file of unsigned bytes (the MNIST format) into an owned uint8 array.
 
     Header: two zero bytes, type code 0x08 (ubyte), the number of dimensions, then one
-    big-endian uint32 per dimension.
+    big-endian uint32 per dimension. Raises DataUnavailableError, naming the file, when it is
+    truncated, not gzip, larger than ``_MAX_IDX_BYTES`` once inflated, or not such an IDX file.
     """
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
-    if len(raw) < 4 or raw[:3] != b"\x00\x00\x08" or raw[3] != ndim:
-        raise DataUnavailableError(f"{path} is not an IDX file of {ndim}-d unsigned bytes")
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = f.read(_MAX_IDX_BYTES + 1)
+    except (OSError, EOFError, zlib.error) as err:  # BadGzipFile is an OSError; truncation EOFError
+        raise DataUnavailableError(f"{path}: truncated or corrupt gzip ({err}); {_replace_hint(path)}") from None
+    if len(raw) > _MAX_IDX_BYTES:
+        raise DataUnavailableError(f"{path}: inflates to over {_MAX_IDX_BYTES:,} bytes, more than any "
+                                   f"MNIST-family file; {_replace_hint(path)}")
+    if len(raw) < 4 + 4 * ndim or raw[:3] != b"\x00\x00\x08" or raw[3] != ndim:
+        raise DataUnavailableError(f"{path}: not an IDX file of {ndim}-d unsigned bytes; {_replace_hint(path)}")
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     offset = 4 + 4 * ndim
     if len(raw) - offset != math.prod(shape):
-        raise DataUnavailableError(f"{path}: header says {shape}, but holds {len(raw) - offset} bytes")
+        raise DataUnavailableError(f"{path}: the header says {shape} ({math.prod(shape)} bytes), but "
+                                   f"{len(raw) - offset} bytes follow it; {_replace_hint(path)}")
     return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(shape).copy()
 
 
 def _read_jpeg_tar(path: Path, split: str, expected_classes: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decode ``<top>/<split>/<class>/<file>.jpg`` from a .tar.gz into uint8 NCHW and labels.
+    """Decode ``cifar10-jpeg/<split>/<class>/<file>.jpg`` from a .tar.gz into uint8 NCHW and labels.
 
     The tar is streamed (never extracted to disk). Labels are indices into the sorted class
     folder names, which must equal torchvision's class list; within a class, files are taken in
@@ -296,15 +401,12 @@ def _read_jpeg_tar(path: Path, split: str, expected_classes: tuple[str, ...]) ->
     the official order, so the class-sorted list is then shuffled with a fixed seed: "the first N
     images" (a training subset, a parity sample, a figure) should hold every class, as in the
     official files.
-    """
-    from PIL import Image
 
-    encoded: dict[tuple[str, str], bytes] = {}
-    with tarfile.open(path, "r|gz") as tar:
-        for member in tar:
-            parts = member.name.split("/")
-            if member.isfile() and len(parts) == 4 and parts[1] == split:
-                encoded[(parts[2], parts[3])] = tar.extractfile(member).read()
+    Raises DataUnavailableError naming the tar (and the member, where one is at fault) for a
+    truncated or corrupt archive, a member outside the documented layout or larger than
+    ``_MAX_JPEG_BYTES``, and an image that does not decode to 32x32.
+    """
+    encoded = _read_tar_members(path, split)
     classes = tuple(sorted({cls for cls, _ in encoded}))
     if classes != expected_classes:
         raise DataUnavailableError(f"{path}: the class folders of {split}/ are {list(classes)}, "
@@ -313,13 +415,55 @@ def _read_jpeg_tar(path: Path, split: str, expected_classes: tuple[str, ...]) ->
     keys = [keys[i] for i in torch.randperm(len(keys), generator=torch.Generator().manual_seed(0)).tolist()]
     images = np.empty((len(keys), 32, 32, 3), dtype=np.uint8)
     for i, key in enumerate(keys):
-        with Image.open(io.BytesIO(encoded[key])) as img:
-            if img.size != (32, 32):
-                raise DataUnavailableError(f"{path}: {split}/{'/'.join(key)} is {img.size}, not 32x32")
-            images[i] = np.asarray(img.convert("RGB"))
+        images[i] = _decode_jpeg(encoded[key], path, f"{_JPEG_TOP}/{split}/{'/'.join(key)}")
     class_index = {cls: i for i, cls in enumerate(classes)}
     labels = torch.tensor([class_index[cls] for cls, _ in keys], dtype=torch.int64)
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels
+
+
+def _read_tar_members(path: Path, split: str) -> dict[tuple[str, str], bytes]:
+    """``{(class, file name): JPEG bytes}`` of one split; every member is checked against the layout."""
+    encoded: dict[tuple[str, str], bytes] = {}
+    try:
+        with tarfile.open(path, "r|gz") as tar:
+            for member in tar:
+                parts = _checked_member(path, member)
+                if len(parts) == 4 and parts[1] == split:
+                    encoded[(parts[2], parts[3])] = tar.extractfile(member).read()
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
+        raise DataUnavailableError(f"{path}: truncated or corrupt tar.gz ({err}); {_replace_hint(path)}") from None
+    return encoded
+
+
+def _checked_member(path: Path, member: tarfile.TarInfo) -> list[str]:
+    """The member's path parts, when it fits ``cifar10-jpeg/{train,test}/<class>/<name>.jpg``
+    (or is one of its folders); else DataUnavailableError naming it."""
+    parts = member.name.removeprefix("./").rstrip("/").split("/")
+    fits = parts[0] == _JPEG_TOP and "" not in parts and ".." not in parts and (len(parts) < 2 or parts[1] in _SPLITS)
+    if member.isdir() and fits and len(parts) <= 3:
+        return parts
+    if not (member.isfile() and fits and len(parts) == 4 and parts[3].lower().endswith((".jpg", ".jpeg"))):
+        raise DataUnavailableError(f"{path}: member {member.name!r} does not fit the layout "
+                                   f"{_JPEG_TOP}/{{train,test}}/<class>/<name>.jpg; rebuild the archive with only those files")
+    if member.size > _MAX_JPEG_BYTES:
+        raise DataUnavailableError(f"{path}: member {member.name!r} is {member.size:,} bytes, over the "
+                                   f"{_MAX_JPEG_BYTES // 2**10} KiB limit for a 32x32 JPEG; rebuild the archive")
+    return parts
+
+
+def _decode_jpeg(data: bytes, path: Path, member: str) -> np.ndarray:
+    """One 32x32 JPEG as uint8 ``[32, 32, 3]`` RGB; DataUnavailableError naming the member otherwise."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.size != (32, 32):  # checked before the pixels are decoded
+                raise DataUnavailableError(f"{path}: member {member!r} is {img.size[0]}x{img.size[1]}, not 32x32; "
+                                           "replace it or rebuild the archive")
+            return np.asarray(img.convert("RGB"))
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as err:
+        raise DataUnavailableError(f"{path}: member {member!r} is not a readable JPEG ({err}); "
+                                   "replace it or rebuild the archive") from None
 
 
 def _load_from_torchvision(
@@ -438,6 +582,15 @@ def _random_crop_flip(
     return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
 
 
+@functools.lru_cache(maxsize=32)
+def _normalisation(info: DatasetInfo, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    # Built once per device: a host-to-device copy from pageable memory waits for the GPU stream,
+    # so making these per batch stalls every training step.
+    mean = torch.tensor(info.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(info.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    return mean, std
+
+
 def prepare_batch(
     images: torch.Tensor,
     info: DatasetInfo,
@@ -459,8 +612,7 @@ def prepare_batch(
     if train:
         max_shift, flip = _AUGMENTATION.get(info.name, _DEFAULT_AUGMENTATION)
         images = _random_crop_flip(images, max_shift, flip, generator)
-    mean = torch.tensor(info.mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
-    std = torch.tensor(info.std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    mean, std = _normalisation(info, images.device)
     x = (images.float() / 255 - mean) / std
     if image_size is not None and (image_size, image_size) != tuple(x.shape[-2:]):
         x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
@@ -521,13 +673,15 @@ def main(argv: list[str] | None = None) -> int:
         description="Decode datasets once into <root>/cache/<name>-<split>.pt (from the mirror or torchvision).",
     )
     parser.add_argument("datasets", nargs="+", metavar="NAME[-SPLIT]",
-                        help=f"datasets ({', '.join(sorted(DATASETS))}), optionally with -train or -test")
+                        help=f"datasets ({', '.join(sorted(DATASETS))}, or torchvision's names such as "
+                             "FashionMNIST), optionally with -train or -test, e.g. mnist-test")
     parser.add_argument("--root", default="data", help="data root (default data)")
     parser.add_argument("--data-mirror", default=None, metavar="DIR", help="offline mirror (default: $MNV3_DATA_MIRROR)")
     args = parser.parse_args(argv)
     try:
         for item in args.datasets:
             name, _, split = item.partition("-") if item.rsplit("-", 1)[-1] in _SPLITS else (item, "", "")
+            name = canonical_dataset_name(name)
             for s in [split] if split else list(_SPLITS):
                 images, labels = load_split(name, s, root=args.root, mirror=args.data_mirror)
                 print(f"{name} {s}: {tuple(images.shape)} uint8, {len(labels)} labels"
@@ -540,3 +694,49 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def cutout(x: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Cutout (DeVries & Taylor 2017, arXiv 1708.04552): zero a ``size`` x ``size`` square per image.
+
+    ``x`` is a normalised float batch ``[N, C, H, W]`` (zero is the dataset mean). Each square's
+    centre is drawn uniformly over the image, so a square may be clipped at the border, as in the
+    paper. One mask for the whole batch, no per-sample loop. Returns a new tensor.
+    """
+    if size <= 0:
+        return x
+    n, _, h, w = x.shape
+    cy = torch.randint(0, h, (n, 1, 1), device=x.device, generator=generator)
+    cx = torch.randint(0, w, (n, 1, 1), device=x.device, generator=generator)
+    rows = torch.arange(h, device=x.device).view(1, h, 1)
+    cols = torch.arange(w, device=x.device).view(1, 1, w)
+    half = size // 2
+    inside = (rows >= cy - half) & (rows < cy - half + size) & (cols >= cx - half) & (cols < cx - half + size)
+    return x * ~inside[:, None]
+
+
+@functools.lru_cache(maxsize=None)
+def _augmentation_policy(policy: str):
+    from torchvision.transforms import v2
+
+    policies = {
+        "trivialaugment": v2.TrivialAugmentWide,  # Müller & Hutter 2021
+        "autoaugment": lambda: v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10),  # Cubuk et al. 2019
+        "randaugment": v2.RandAugment,  # Cubuk et al. 2020, torchvision's defaults
+    }
+    if policy not in policies:
+        raise ValueError(f"unknown augmentation policy {policy!r}; valid: none, {', '.join(policies)}")
+    return policies[policy]()
+
+
+def auto_augment(images: torch.Tensor, policy: str, groups: int = 8) -> torch.Tensor:
+    """Apply torchvision's ``transforms.v2`` ``policy`` to a uint8 batch ``[N, C, H, W]`` on its device.
+
+    torchvision draws one operation per call for a whole batch, so the batch is cut into ``groups``
+    parts that draw apart: variety across the batch at ``groups`` calls, not N. The draws come from
+    torch's global RNG, which training seeds per step. ``policy`` "none" returns the batch as is.
+    """
+    if policy == "none":
+        return images
+    transform = _augmentation_policy(policy)
+    return torch.cat([transform(part) for part in images.chunk(groups)])

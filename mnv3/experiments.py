@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from .data import canonical_dataset_name
+
 __all__ = ["Experiment", "EXPERIMENTS", "PROFILES", "get_experiment"]
 
 
@@ -19,7 +21,7 @@ def _field(default, help: str):
 @dataclass(frozen=True)
 class Experiment:
     # what is trained
-    dataset: str = _field("mnist", "mnist, fashion_mnist, kmnist, cifar10, cifar100 or synthetic (tests)")
+    dataset: str = _field("mnist", "mnist, fashion_mnist, kmnist, cifar10, cifar100 or synthetic (tests); torchvision's names (FashionMNIST, CIFAR10) also work")
     arch: str = _field("small", "small, large or the path to a spec JSON file")
     drop_first_strides: int = _field(0, "set the first N stride-2 layers (stem first) to 1; 2 = the original's CIFAR 'stride 1'")
     width_mult: float = _field(1.0, "the paper's width multiplier (channels rounded to multiples of 8)")
@@ -32,11 +34,17 @@ class Experiment:
     val_fraction: float = _field(0.1, "share of the training set held out for validation (fixed seed)")
     # optimisation: SGD with Nesterov momentum, linear warmup then cosine decay to zero, per step
     lr: float = _field(0.1, "peak learning rate (SGD, Nesterov momentum)")
+    lr_reference_batch: int = _field(0, "if > 0, scale lr linearly by batch_size / this (Goyal et al. 2017), so batch size can change alone")
     momentum: float = _field(0.9, "SGD momentum")
     weight_decay: float = _field(5e-5, "L2 on conv and linear weights (never on BatchNorm or biases)")
     warmup_epochs: float = _field(1.0, "linear warmup before the cosine decay")
     label_smoothing: float = _field(0.1, "label smoothing of the cross-entropy loss")
     bn_momentum: float = _field(0.1, "BatchNorm momentum while training (torchvision's 0.01 lags in short runs)")
+    # regularisation and evaluation tricks for the recipe search, all off unless they win on validation
+    ema_decay: float = _field(0.0, "weight EMA per step (e.g. 0.999; 0 = off): validation, best.pt's evaluation weights and the test use the average, BatchNorm statistics averaged too")
+    cutout: int = _field(0, "Cutout (DeVries & Taylor 2017): zero a square of this side at a random centre per image; 16 is theirs for CIFAR-10; 0 = off")
+    tta_flip: bool = _field(False, "evaluate on each image and its mirror, averaging the probabilities (not for digits)")
+    auto_augment: str = _field("none", "none, trivialaugment, autoaugment (the CIFAR-10 policy) or randaugment: torchvision's transforms.v2 on the training device, one draw per eighth of a batch")
     # speed
     channels_last: bool = _field(True, "NHWC memory format (several times faster for these convolutions on our CPUs)")
     amp: str = _field("bf16", "mixed precision on CUDA: bf16, fp16 (with a gradient scaler) or off; the CPU runs fp32")
@@ -44,6 +52,8 @@ class Experiment:
 
 
 PROFILES = ("quick", "full")
+# Fields that take one of a few words.
+CHOICES = {"amp": ("bf16", "fp16", "off"), "auto_augment": ("none", "trivialaugment", "autoaugment", "randaugment")}
 
 _BASE = {
     "mnist_small": Experiment(dataset="mnist", arch="small", lr=0.2, weight_decay=5e-5),
@@ -53,7 +63,10 @@ _BASE = {
 }
 
 # Quick: all four in at most 15 minutes on a 2-core CPU (mnist_small must still pass 98.5%).
-# Full: sized for one H100, all four in about 9 minutes.
+# Full: NCHW, since on one H200 (bf16, batch 256, Small s1) channels_last ran at 1,372 img/s in its
+# first epoch against 10,657-11,216 for NCHW: cuDNN's channels_last depthwise kernels are slow there.
+# The CPU profile keeps channels_last, several times faster for these convolutions on our CPUs.
+# Full: sized for one H100, all four in about 9 minutes (an estimate; see the README's results).
 _PROFILE_OVERRIDES = {
     "quick": {
         "mnist_small": {"epochs": 2, "batch_size": 128, "lr": 0.2, "warmup_epochs": 0.3},
@@ -62,10 +75,10 @@ _PROFILE_OVERRIDES = {
         "cifar10_large_s1": {"epochs": 1, "max_train_samples": 12000, "val_fraction": 0.05, "batch_size": 64, "lr": 0.1, "warmup_epochs": 0.2},
     },
     "full": {
-        "mnist_small": {"epochs": 20, "batch_size": 256, "lr": 0.4, "warmup_epochs": 1, "compile": True},
-        "cifar10_small_s2": {"epochs": 40, "batch_size": 256, "lr": 0.4, "weight_decay": 2e-4, "compile": True},
-        "cifar10_small_s1": {"epochs": 60, "batch_size": 256, "lr": 0.4, "weight_decay": 2e-4, "compile": True},
-        "cifar10_large_s1": {"epochs": 40, "batch_size": 256, "lr": 0.4, "weight_decay": 2e-4, "compile": True},
+        "mnist_small": {"epochs": 20, "batch_size": 256, "lr": 0.4, "warmup_epochs": 1, "compile": True, "channels_last": False},
+        "cifar10_small_s2": {"epochs": 40, "batch_size": 256, "lr": 0.4, "weight_decay": 2e-4, "compile": True, "channels_last": False},
+        "cifar10_small_s1": {"epochs": 60, "batch_size": 256, "lr": 0.4, "weight_decay": 2e-4, "compile": True, "channels_last": False},
+        "cifar10_large_s1": {"epochs": 40, "batch_size": 256, "lr": 0.4, "weight_decay": 2e-4, "compile": True, "channels_last": False},
     },
 }
 
@@ -73,7 +86,12 @@ EXPERIMENTS = tuple(_BASE)
 
 
 def get_experiment(name: str, profile: str = "quick", **overrides) -> Experiment:
-    """The experiment ``name`` under ``profile``, with field overrides applied."""
+    """The experiment ``name`` under ``profile``, with field overrides applied.
+
+    A ``dataset`` override may be an alias (``FashionMNIST``); it is stored under its canonical
+    name, so run folders and config.json always say ``fashion_mnist``. Raises ValueError for an
+    unknown experiment, profile, field or dataset.
+    """
     if name not in _BASE:
         raise ValueError(f"unknown experiment {name!r}; valid experiments: {', '.join(EXPERIMENTS)}.")
     if profile not in PROFILES:
@@ -82,4 +100,9 @@ def get_experiment(name: str, profile: str = "quick", **overrides) -> Experiment
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ValueError(f"unknown field(s) {', '.join(unknown)}; valid fields: {', '.join(sorted(fields))}.")
+    for key, allowed in CHOICES.items():
+        if key in overrides and overrides[key] not in allowed:
+            raise ValueError(f"--{key.replace('_', '-')} {overrides[key]!r} is not one of: {', '.join(allowed)}.")
+    if "dataset" in overrides:
+        overrides = {**overrides, "dataset": canonical_dataset_name(overrides["dataset"])}
     return dataclasses.replace(_BASE[name], **{**_PROFILE_OVERRIDES[profile][name], **overrides})

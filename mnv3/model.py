@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .layers import ACTIVATIONS, ConvBNAct, InvertedResidual, make_divisible
-from .spec import ModelSpec, load_spec, spec_from_dict
+from .spec import ModelSpec, check_size, load_spec, spec_from_dict
 
 __all__ = ["MobileNetV3", "build_model", "model_from_config", "resolve_strides"]
 
@@ -61,6 +61,8 @@ class MobileNetV3(nn.Module):
             raise ValueError(f"width_mult must be a positive number such as 0.75 or 1.0, got {width_mult!r}.")
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}.")
+        # Before any layer is allocated: a huge width_mult or class count fails in one line.
+        check_size(spec, num_classes=num_classes, in_channels=in_channels, width_mult=width_mult)
         strides = resolve_strides(spec, drop_first_strides)
 
         def scale(channels: int) -> int:

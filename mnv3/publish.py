@@ -2,38 +2,87 @@
 
     python -m mnv3.publish runs/full reports/full/runs
 
-For each run folder under SRC it writes DEST/<experiment>/ with config.json, metrics.csv and
-test.json as they are, and ``final.pt``: the best checkpoint's weights alone, in half precision
-(bf16 keeps fp32's range; Small is about 3 MB, Large about 8.5 MB), which ``load_run`` reads.
+For each run folder under SRC it writes DEST/<experiment>/ with metrics.csv, test.json (and
+train.log when there is one) as they are, config.json with machine paths made relative, and the
+best weights alone, in half precision (bf16 keeps fp32's range; Small is about 3 MB, Large about
+8.5 MB), as ``final.safetensors`` with ``final.json`` (model config, epoch, dtype) beside it.
+safetensors holds tensors and nothing else, so a committed result cannot run code when loaded.
 Optimizer state and last.pt are left behind: they only matter for resuming on the training machine.
+A run published before safetensors (with ``final.pt``) can be given as SRC to convert it.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shutil
 import sys
 from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, check_model_config, evaluation_weights, load_checkpoint, load_weights, save_weights, weights_file, write_json_atomic
 
-__all__ = ["publish_run"]
+__all__ = ["publish_run", "relative_paths"]
 
-COPIED = ("config.json", "metrics.csv", "test.json")
+COPIED = ("metrics.csv", "test.json")
+OPTIONAL = ("train.log",)
+PATH_FIELDS = ("data_root", "data_mirror")
 
 
-def publish_run(run_dir: str | Path, dest: str | Path, dtype: torch.dtype = torch.bfloat16) -> Path:
+def _relative(value: str) -> str:
+    return os.path.relpath(value) if os.path.isabs(value) else value
+
+
+def relative_paths(config: dict) -> dict:
+    """``config`` with its machine paths (data_root, data_mirror, those in command) made relative
+    to the working folder, so a committed result does not carry one machine's folder layout."""
+    config = dict(config)
+    for key in PATH_FIELDS:
+        if isinstance(config.get(key), str):
+            config[key] = _relative(config[key])
+    if isinstance(config.get("command"), str):
+        config["command"] = " ".join(_relative(word) if word.startswith("/") else word for word in config["command"].split(" "))
+    return config
+
+
+def publish_run(run_dir: str | Path, dest: str | Path, dtype: torch.dtype = torch.bfloat16, *, unfinished: bool = False) -> Path:
+    """Write the committable copy of a finished run into ``dest``; returns ``dest``.
+
+    With ``unfinished``, a run stopped before its end (no test.json) is published too: its
+    config.json, metrics.csv and train.log, without weights, so the reports can show how far it got.
+    Raises CheckpointError when the run is unfinished (and ``unfinished`` is off) or its weights
+    are unreadable, unsafe or of another model than its config.json describes.
+    """
     run_dir, dest = Path(run_dir), Path(dest)
-    missing = [name for name in (*COPIED, "best.pt") if not (run_dir / name).is_file()]
+    source = run_dir / "best.pt" if (run_dir / "best.pt").is_file() else weights_file(run_dir, "final")
+    missing = [name for name in ("config.json", *COPIED) if not (run_dir / name).is_file()] + (["best.pt"] if source is None else [])
+    if unfinished and "test.json" in missing and (run_dir / "config.json").is_file() and (run_dir / "metrics.csv").is_file():
+        return _publish_unfinished(run_dir, dest)
     if missing:
-        raise CheckpointError(f"{run_dir}: not a finished run ({', '.join(missing)} missing); let it finish or resume it.")
-    best = load_checkpoint(run_dir / "best.pt")
+        raise CheckpointError(
+            f"{run_dir}: not a finished run ({', '.join(missing)} missing); let it finish or resume it "
+            "(or pass --unfinished to publish its curves without weights)."
+        )
+    config = json.loads((run_dir / "config.json").read_text())
+    best = load_weights(source) if source.suffix == ".safetensors" else load_checkpoint(source)
+    check_model_config(best["model_config"], config["model"], where=str(source), expected_from=str(run_dir / "config.json"))
     dest.mkdir(parents=True, exist_ok=True)
-    for name in COPIED:
-        shutil.copy2(run_dir / name, dest / name)
-    weights = {k: v.to(dtype) if v.is_floating_point() else v for k, v in best["model"].items()}
-    save_checkpoint(dest / "final.pt", {"model_config": best["model_config"], "model": weights, "epoch": best["epoch"], "dtype": str(dtype)})
+    for name in COPIED + tuple(n for n in OPTIONAL if (run_dir / n).is_file()):
+        if (run_dir / name).resolve() != (dest / name).resolve():
+            shutil.copyfile(run_dir / name, dest / name)
+    write_json_atomic(dest / "config.json", relative_paths(config))
+    weights = {k: v.to(dtype) if v.is_floating_point() else v for k, v in evaluation_weights(best).items()}
+    save_weights(dest / "final.safetensors", weights, best["model_config"], epoch=best.get("epoch"), dtype=str(dtype).replace("torch.", ""))
+    return dest
+
+
+def _publish_unfinished(run_dir: Path, dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("metrics.csv", *OPTIONAL):
+        if (run_dir / name).is_file() and (run_dir / name).resolve() != (dest / name).resolve():
+            shutil.copyfile(run_dir / name, dest / name)
+    write_json_atomic(dest / "config.json", relative_paths(json.loads((run_dir / "config.json").read_text())))
     return dest
 
 
@@ -45,6 +94,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("src", help="a run folder, or a folder of run folders (e.g. runs/full)")
     parser.add_argument("dest", help="where the <experiment>/ folders go (e.g. reports/full/runs)")
+    parser.add_argument(
+        "--unfinished", action="store_true",
+        help="also publish runs stopped before their end (config.json, metrics.csv, train.log; no weights), "
+        "which the reports label unfinished",
+    )
     args = parser.parse_args(argv)
     src = Path(args.src)
     runs = [src] if (src / "config.json").is_file() else sorted(p for p in src.iterdir() if (p / "config.json").is_file()) if src.is_dir() else []
@@ -53,8 +107,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2)
     try:
         for run in runs:
-            out = publish_run(run, Path(args.dest) / run.name)
-            print(f"{run} -> {out}")
+            out = publish_run(run, Path(args.dest) / run.name, unfinished=args.unfinished)
+            print(f"{run} -> {out}" + ("" if (out / "test.json").is_file() else " (unfinished: no weights)"))
     except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

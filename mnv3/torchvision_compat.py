@@ -29,6 +29,26 @@ def _nl(seq: nn.Module) -> str | None:
     raise ValueError(f"unsupported activation {type(acts[0]).__name__}; MobileNetV3 uses ReLU and h-swish.")
 
 
+# Modules that only fusion (fuse_model), quantization-aware training or conversion leave behind.
+# FloatFunctional is absent: torchvision's quantizable model uses it in float mode too.
+_QUANTIZATION_PACKAGES = ("torch.ao.nn.intrinsic", "torch.ao.nn.quantized", "torch.ao.nn.qat",
+                          "torch.ao.quantization.observer", "torch.ao.quantization.fake_quantize",
+                          "torch.nn.intrinsic", "torch.nn.quantized", "torch.nn.qat")  # fmt: skip
+
+
+def _fused_or_quantized(model: nn.Module) -> str | None:
+    """The first module that shows ``model`` was fused or quantized, as "name (Class)", else None."""
+    for name, module in model.named_modules():
+        cls = type(module)
+        # fuse_model() folds each BatchNorm into its conv and leaves an Identity in its place, in
+        # the conv-BN-activation Sequential. (FloatFunctional holds an Identity of its own.)
+        parent = model.get_submodule(name.rpartition(".")[0]) if name else None
+        fused_away = isinstance(module, nn.Identity) and isinstance(parent, nn.Sequential)
+        if fused_away or (cls.__module__.startswith(_QUANTIZATION_PACKAGES) and cls.__name__ != "FloatFunctional"):
+            return f"{name} ({cls.__module__}.{cls.__name__})"
+    return None
+
+
 def _read_spec(model: nn.Module) -> ModelSpec:
     """Read the exact per-row architecture (channels already width-scaled) off either model."""
     features = list(model.features)
@@ -55,7 +75,21 @@ def _read_spec(model: nn.Module) -> ModelSpec:
 
 
 def from_torchvision(tv_model: nn.Module) -> MobileNetV3:
-    """An mnv3 model carrying the weights (and buffers) of a torchvision MobileNetV3."""
+    """An mnv3 model carrying the weights (and buffers) of a torchvision MobileNetV3.
+
+    Takes the float model with its BatchNorm layers: ``torchvision.models.mobilenet_v3_large()``
+    or ``_small()``, or ``torchvision.models.quantization.mobilenet_v3_large(quantize=False)``
+    before ``fuse_model()``. Raises ValueError for a fused, quantization-prepared or quantized
+    model, and for architectures mnv3 cannot express (dilation, other activations).
+    """
+    found = _fused_or_quantized(tv_model)
+    if found is not None:
+        raise ValueError(
+            f"from_torchvision: fused or quantized models are not supported ({found} comes from "
+            "fuse_model() or quantization); pass the unfused float model, e.g. "
+            "torchvision.models.quantization.mobilenet_v3_large(quantize=False) before fuse_model(), "
+            "or torchvision.models.mobilenet_v3_large()."
+        )
     spec = _read_spec(tv_model)
     model = MobileNetV3(
         spec,

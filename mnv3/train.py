@@ -11,16 +11,19 @@ repeats the uninterrupted one exactly on the CPU, even after a Ctrl-C in the mid
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import dataclasses
 import json
 import math
 import os
 import platform
+import shlex
 import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +34,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import __version__
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_json_atomic
-from .data import DataUnavailableError, dataset_info, load_split, prepare_batch, train_val_split, iterate_batches
+from .checkpoint import CheckpointError, check_model_config, evaluation_weights, load_checkpoint, remove_stale_temporaries, save_checkpoint, write_json_atomic
+from .data import DataUnavailableError, auto_augment, cutout, dataset_info, ensure_splits, load_split, prepare_batch, train_val_split, iterate_batches
 from .experiments import EXPERIMENTS, PROFILES, Experiment, get_experiment
 from .model import build_model
+from .runs import RunLock, RunLockedError, machine_record, overrides, run_name
 from .spec import SpecError
 
-__all__ = ["main", "train", "NonFiniteLossError"]
+__all__ = ["main", "train", "train_step", "make_optimizer", "compute_loss", "NonFiniteLossError"]
 
 SPLIT_SEED = 0  # the train/validation split never changes with --seed
 METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "epoch_seconds", "images_per_sec"]
@@ -73,7 +77,8 @@ def _experiments_help() -> str:
         "  python -m mnv3.train --experiment cifar10_small_s1 --profile full\n"
         "  python -m mnv3.train --experiment mnist_small --resume         # continue from last.pt\n"
         "  torchrun --nproc_per_node 4 -m mnv3.train --experiment cifar10_large_s1 --profile full\n"
-        "\nA run writes runs/<profile>/<experiment>/: config.json, metrics.csv, last.pt, best.pt, test.json."
+        "\nA run writes runs/<profile>/<name>/: config.json, metrics.csv, last.pt, best.pt, test.json. <name> is the\n"
+        "experiment for the profile's own settings, and shows the overrides otherwise (see --name)."
     )
     return "\n".join(lines)
 
@@ -93,7 +98,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-root", default="data", help="where datasets are downloaded and cached (default data)")
     parser.add_argument("--data-mirror", default=None, metavar="DIR", help="offline dataset mirror (default: $MNV3_DATA_MIRROR)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument(
+        "--threads", type=int, default=None,
+        help="CPU threads for torch (default: torch's choice, one per core). On a machine that other work shares, "
+        "fewer is faster: on a busy 2-core machine --threads 1 trained at 571 img/s against 297 with 2",
+    )
+    parser.add_argument(
+        "--name", default=None,
+        help="the run folder's name (default: the experiment, plus the overridden fields and seed, e.g. "
+        "mnist_small-epochs5-lr0.05, so a run with other settings never replaces the profile's own)",
+    )
+    parser.add_argument("--ddp-timeout", type=float, default=600, metavar="SECONDS", help="DDP: a rank that waits this long for the others in a collective (a hung or stopped rank) fails the run instead of waiting torch's 30 minutes (default 600)")
     fields = parser.add_argument_group("experiment fields (override the profile's values)")
     for f in dataclasses.fields(Experiment):
         kind = {"int": int, "float": float, "bool": _parse_bool, "str": str}[str(f.type)]
@@ -106,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Experiment]:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
+    if args.ddp_timeout <= 0:
+        parser.error(f"--ddp-timeout must be a positive number of seconds, got {args.ddp_timeout:g}")
     if unknown:
         valid = ", ".join("--" + f.name.replace("_", "-") for f in dataclasses.fields(Experiment))
         parser.error(f"unknown argument(s) {' '.join(unknown)}; experiment fields are: {valid}")
@@ -154,9 +171,76 @@ def compute_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: fl
     return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
 
 
+def peak_lr(exp: Experiment) -> float:
+    """``exp.lr``, scaled linearly by ``batch_size / lr_reference_batch`` when that is set."""
+    return exp.lr * exp.batch_size / exp.lr_reference_batch if exp.lr_reference_batch else exp.lr
+
+
+def make_optimizer(model: nn.Module, exp: Experiment) -> torch.optim.SGD:
+    """SGD with Nesterov momentum at :func:`peak_lr`; weight decay on conv and linear weights only."""
+    return torch.optim.SGD(_param_groups(model, exp.weight_decay), lr=peak_lr(exp), momentum=exp.momentum, nesterov=True)
+
+
+def make_ema(model: nn.Module, exp: Experiment) -> nn.Module | None:
+    """A frozen copy of ``model`` that :func:`update_ema` averages into, or None when EMA is off."""
+    if not exp.ema_decay:
+        return None
+    ema = copy.deepcopy(model).eval()
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    return ema
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, images, labels, info, image_size, batch_size, device, channels_last, autocast) -> tuple[float, float]:
-    """(loss, accuracy) over a whole split, in eval mode."""
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model, for weights and BatchNorm statistics alike (as
+    timm's ModelEmaV2). One fused update on the device; torch's AveragedModel reads a device
+    counter on the host every step, which would stall a GPU."""
+    pairs = [(e, m) for e, m in zip(ema.state_dict().values(), model.state_dict().values())]
+    floats = [(e, m) for e, m in pairs if e.is_floating_point()]
+    torch._foreach_lerp_([e for e, _ in floats], [m for _, m in floats], 1.0 - decay)
+    for e, m in pairs:
+        if not e.is_floating_point():
+            e.copy_(m)  # num_batches_tracked
+
+
+def train_step(
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    info,
+    exp: Experiment,
+    *,
+    image_size: int,
+    autocast,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step on a uint8 batch ``[N, C, H, W]`` with int64 ``labels`` ``[N]``.
+
+    Augments and normalises on the batch's device (``auto_augment`` when the experiment asks,
+    ``prepare_batch``'s crop and flip, ``cutout`` when asked), runs the forward pass under
+    ``autocast()``, takes the label-smoothed cross-entropy, and steps the optimizer. Returns the
+    loss (a 0-dim float32 tensor) and the logits ``[N, classes]``, detached and on the device: it
+    never waits for the host (no ``.item()``), so a GPU can run ahead. The benchmark times this.
+    """
+    x = cutout(prepare_batch(auto_augment(images, exp.auto_augment), info, train=True, image_size=image_size), exp.cutout)
+    if exp.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast():
+        logits = net(x)
+    loss = compute_loss(logits, labels, exp.label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach(), logits.detach()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, images, labels, info, image_size, batch_size, device, channels_last, autocast, tta_flip: bool = False) -> tuple[float, float]:
+    """(loss, accuracy) over a whole split, in eval mode. With ``tta_flip``, each image and its
+    mirror are both classified and their probabilities averaged."""
     model.eval()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -167,6 +251,9 @@ def evaluate(model: nn.Module, images, labels, info, image_size, batch_size, dev
         y = labels[start : start + batch_size]
         with autocast():
             logits = model(x)
+            if tta_flip:
+                probs = (logits.float().softmax(1) + model(x.flip(-1)).float().softmax(1)) / 2
+                logits = probs.clamp_min(1e-12).log()  # log-probabilities: cross-entropy and argmax as before
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
     n = max(1, len(images))
@@ -197,11 +284,16 @@ class _StopRequest:
 
 
 def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False):
-    """Run the experiment; return the run folder (and the trained model when ``return_model``)."""
+    """Run the experiment; return the run folder (and the trained model when ``return_model``).
+
+    Raises CheckpointError (a resume that does not match its run, an unusable checkpoint, a disk
+    that is full), RunLockedError (another training holds the folder), NonFiniteLossError,
+    DataUnavailableError, SpecError or ValueError, each saying what to do.
+    """
     # --- devices and processes
     distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     if distributed:
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() and args.device != "cpu" else "gloo")
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() and args.device != "cpu" else "gloo", timeout=timedelta(seconds=args.ddp_timeout))
         rank, world_size = dist.get_rank(), dist.get_world_size()
         local_rank = int(os.environ.get("LOCAL_RANK", 0))
     else:
@@ -217,240 +309,358 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
         torch.backends.cudnn.allow_tf32 = True
     if args.threads:
         torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
     is_main = rank == 0
-    run_dir = Path(args.out) / args.profile / args.experiment
+    run_dir = Path(args.out) / args.profile / run_name(args.experiment, args.profile, exp, args.seed, args.name)
     if exp.batch_size % world_size:
         raise ValueError(f"batch_size {exp.batch_size} must be divisible by the number of processes ({world_size}).")
     local_batch = exp.batch_size // world_size
 
-    # --- data: the whole split lives on the training device as uint8; batches are slices of it
-    info = dataset_info(exp.dataset)
-    image_size = exp.image_size or info.image_size
-    images, labels = load_split(exp.dataset, "train", root=args.data_root, mirror=args.data_mirror)
-    train_idx, val_idx = train_val_split(len(images), exp.val_fraction, seed=SPLIT_SEED)
-    if exp.max_train_samples:
-        train_idx = train_idx[: exp.max_train_samples]
-    train_x, train_y = images[train_idx].to(device), labels[train_idx].to(device)
-    val_x, val_y = images[val_idx].to(device), labels[val_idx].to(device)
-    del images, labels
-
-    # --- model and optimisation
-    torch.manual_seed(args.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
-    model = build_model(
-        exp.arch,
-        num_classes=info.num_classes,
-        in_channels=info.in_channels,
-        width_mult=exp.width_mult,
-        dropout=exp.dropout,
-        drop_first_strides=exp.drop_first_strides,
-    )
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.momentum = exp.bn_momentum
-    model_config = model.config
-    model.to(device)
-    if exp.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(_param_groups(model, exp.weight_decay), lr=exp.lr, momentum=exp.momentum, nesterov=True)
-    steps_per_epoch = len(train_x) // world_size // local_batch
-    if steps_per_epoch == 0:
-        raise ValueError(f"the training split ({len(train_x)} images) is smaller than one batch ({exp.batch_size}).")
-    total_steps = steps_per_epoch * exp.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _lr_lambda(total_steps, round(exp.warmup_epochs * steps_per_epoch))
-    )
-    use_amp = device.type == "cuda" and exp.amp != "off"
-    amp_dtype = torch.float16 if exp.amp == "fp16" else torch.bfloat16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and exp.amp == "fp16")
-
-    def autocast():
-        return torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp)
-
-    net: nn.Module = model
-    if distributed:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if exp.compile:
-        net = torch.compile(net)
-
-    # --- resume or start
-    history: list[dict[str, Any]] = []
-    start_epoch, start_step, best_val = 0, 0, -1.0
-    partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
-    if args.resume:
-        state = load_checkpoint(run_dir / "last.pt", map_location=device)
-        if state.get("experiment") != dataclasses.asdict(exp):
-            raise CheckpointError(
-                f"{run_dir / 'last.pt'}: it was written with other experiment fields; resume with the same "
-                f"flags as the original run (see {run_dir / 'config.json'})."
-            )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        start_epoch, start_step, best_val = state["epoch"], state["step_in_epoch"], state["best_val_acc"]
-        history, partial = state["history"], state["partial_epoch"]
-        if is_main:
-            print(f"resuming {run_dir} at epoch {start_epoch + 1}, step {start_step}", flush=True)
-    config = {
-        "experiment": args.experiment,
-        "profile": args.profile,
-        "fields": dataclasses.asdict(exp),
-        "dataset": exp.dataset,
-        "image_size": image_size,
-        "model": model_config,
-        "seed": args.seed,
-        "split_seed": SPLIT_SEED,
-        "train_samples": len(train_x),
-        "val_samples": len(val_x),
-        "world_size": world_size,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
-        "versions": {"mnv3": __version__, "python": platform.python_version(), "torch": torch.__version__, "torchvision": _torchvision_version()},
-        "git_commit": _git_commit(),
-        "data_root": str(args.data_root),
-        "data_mirror": str(args.data_mirror) if args.data_mirror else os.environ.get("MNV3_DATA_MIRROR"),
-        "command": "python -m mnv3.train " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("train.py") else None,
-    }
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(run_dir / "config.json", config)
-
-    def checkpoint(epoch: int, step_in_epoch: int) -> dict[str, Any]:
-        return {
-            "model_config": model_config,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-            "epoch": epoch,
-            "step_in_epoch": step_in_epoch,
-            "best_val_acc": best_val,
-            "history": history,
-            "partial_epoch": partial,
-            "experiment": dataclasses.asdict(exp),
-            "seed": args.seed,
-            "rng": {"torch": torch.get_rng_state()},  # informative: each step reseeds from its position
-        }
-
-    stop = _StopRequest()
-    previous_handler = signal.signal(signal.SIGINT, stop) if is_main or not distributed else None
+    # --- the run folder: one training at a time, and a run is only ever continued by --resume
+    lock = RunLock(run_dir).acquire() if is_main else None
     try:
-        for epoch in range(start_epoch, exp.epochs):
-            net.train()
-            order = torch.Generator().manual_seed(args.seed * 7919 + epoch)
-            batches = list(
-                iterate_batches(len(train_x), local_batch, shuffle=True, generator=order, drop_last=True, rank=rank, world_size=world_size)
-            )[:steps_per_epoch]
-            first = start_step if epoch == start_epoch else 0
-            if first == 0:
-                partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
-            loss_sum = torch.tensor(partial["loss_sum"], device=device)
-            correct = torch.tensor(partial["correct"], device=device)
-            bad_step = torch.tensor(-1, device=device)
-            seen = partial["seen"]
-            t0 = time.perf_counter()
-            bar = tqdm(total=steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{exp.epochs}", disable=None if is_main else True, leave=False, dynamic_ncols=True)
-            done = first
-            for step in range(first, steps_per_epoch):
-                torch.manual_seed(_step_seed(args.seed, epoch, step, rank))
-                idx = batches[step].to(device)
-                x = prepare_batch(train_x[idx], info, train=True, image_size=image_size)
-                if exp.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                y = train_y[idx]
-                with autocast():
-                    logits = net(x)
-                loss = compute_loss(logits, y, exp.label_smoothing)
-                # Check on the device and synchronise only at log points: a per-step .item() stalls GPUs.
-                bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss), torch.tensor(step, device=device), bad_step)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                loss_sum += loss.detach() * len(y)
-                correct += (logits.argmax(1) == y).sum()
-                seen += len(y)
-                done = step + 1
-                if step % 20 == 0 or done == steps_per_epoch or stop.requested:
-                    if bad_step.item() >= 0:
-                        raise NonFiniteLossError(
-                            f"the loss became non-finite at epoch {epoch + 1}, step {bad_step.item() + 1}; "
-                            f"stopped. {run_dir / 'last.pt'} keeps the last good state (end of epoch {epoch}). "
-                            "Lower --lr or check the data."
-                        )
-                    elapsed = partial["seconds"] + time.perf_counter() - t0
-                    bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}", img_s=f"{seen * world_size / elapsed:.0f}")
-                bar.update(1)
-                if stop.requested:
-                    break
-            bar.close()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            partial = {
-                "loss_sum": loss_sum.item(),
-                "correct": int(correct.item()),
-                "seen": seen,
-                "seconds": partial["seconds"] + time.perf_counter() - t0,
-            }
-            if done < steps_per_epoch:  # Ctrl-C in the middle of an epoch
-                _interrupted(run_dir, is_main, checkpoint(epoch, done), args, exp, f"epoch {epoch + 1}, step {done}")
-            val_loss, val_acc = evaluate(net, val_x, val_y, info, image_size, 2 * local_batch, device, exp.channels_last, autocast)
-            row = {
-                "epoch": epoch + 1,
-                "lr": scheduler.get_last_lr()[0],
-                "train_loss": partial["loss_sum"] / max(1, seen),
-                "train_acc": partial["correct"] / max(1, seen),
-                "val_loss": val_loss,
-                "val_acc": val_acc,
-                "epoch_seconds": partial["seconds"],
-                "images_per_sec": seen * world_size / max(1e-9, partial["seconds"]),
-            }
-            history.append(row)
-            improved = val_acc > best_val
-            best_val = max(best_val, val_acc)
-            if is_main:
-                _write_metrics(run_dir / "metrics.csv", history)
-                state = checkpoint(epoch + 1, 0)
-                save_checkpoint(run_dir / "last.pt", state)
-                if improved:
-                    save_checkpoint(run_dir / "best.pt", state)
-                print(
-                    f"epoch {epoch + 1}/{exp.epochs}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} | "
-                    f"val loss {val_loss:.4f} acc {val_acc:.4f} | {row['epoch_seconds']:.1f}s, {row['images_per_sec']:.0f} img/s",
-                    flush=True,
+        if is_main:
+            remove_stale_temporaries(run_dir)
+            if args.resume and (run_dir / "test.json").is_file():
+                print(f"{run_dir} is finished ({run_dir / 'test.json'}); nothing to resume, nothing changed.", flush=True)
+                return (run_dir, None) if return_model else run_dir
+            if not args.resume and any((run_dir / f).is_file() for f in ("last.pt", "best.pt", "test.json")):
+                raise CheckpointError(
+                    f"{run_dir} already holds a run. Pass --resume to continue it, or choose another --out or --name."
                 )
-            if stop.requested and epoch + 1 < exp.epochs:
-                _interrupted(run_dir, is_main, None, args, exp, f"the end of epoch {epoch + 1}")
-    finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGINT, previous_handler)
+            if args.resume and not (run_dir / "last.pt").is_file():
+                raise CheckpointError(f"{run_dir / 'last.pt'}: nothing to resume. Start the run without --resume.")
 
-    # --- the test set, once, with the best checkpoint
-    if is_main:
-        best = load_checkpoint(run_dir / "best.pt", map_location=device)
-        model.load_state_dict(best["model"])
-        test_x, test_y = load_split(exp.dataset, "test", root=args.data_root, mirror=args.data_mirror)
-        test_loss, test_acc = evaluate(model, test_x.to(device), test_y.to(device), info, image_size, 2 * local_batch, device, exp.channels_last, autocast)
-        best_epoch = max(history, key=lambda r: r["val_acc"])["epoch"]
-        result = {
-            "experiment": args.experiment,
-            "profile": args.profile,
-            "test_accuracy": test_acc,
-            "test_loss": test_loss,
-            "checkpoint": "best.pt",
-            "best_epoch": best_epoch,
-            "best_val_acc": best_val,
-            "epochs": exp.epochs,
-            "train_seconds": sum(r["epoch_seconds"] for r in history),
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "device": config["device"],
-        }
-        write_json_atomic(run_dir / "test.json", result)
-        print(f"test accuracy {test_acc:.4f} (best epoch {best_epoch}) -> {run_dir / 'test.json'}", flush=True)
-    if distributed:
-        dist.barrier()
-        dist.destroy_process_group()
-    return (run_dir, model) if return_model else run_dir
+        # --- data: the whole split lives on the training device as uint8; batches are slices of it
+        info = dataset_info(exp.dataset)
+        image_size = exp.image_size or info.image_size
+        ensure_splits(exp.dataset, root=args.data_root, mirror=args.data_mirror)  # a broken test split fails now, not after training
+        images, labels = load_split(exp.dataset, "train", root=args.data_root, mirror=args.data_mirror)
+        train_idx, val_idx = train_val_split(len(images), exp.val_fraction, seed=SPLIT_SEED)
+        if exp.max_train_samples:
+            train_idx = train_idx[: exp.max_train_samples]
+        train_x, train_y = images[train_idx].to(device), labels[train_idx].to(device)
+        val_x, val_y = images[val_idx].to(device), labels[val_idx].to(device)
+        del images, labels
+
+        # --- model and optimisation
+        torch.manual_seed(args.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
+        model = build_model(
+            exp.arch,
+            num_classes=info.num_classes,
+            in_channels=info.in_channels,
+            width_mult=exp.width_mult,
+            dropout=exp.dropout,
+            drop_first_strides=exp.drop_first_strides,
+        )
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.momentum = exp.bn_momentum
+        model_config = model.config
+        model.to(device)
+        if exp.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = make_optimizer(model, exp)
+        steps_per_epoch = len(train_x) // world_size // local_batch
+        if steps_per_epoch == 0:
+            raise ValueError(f"the training split ({len(train_x)} images) is smaller than one batch ({exp.batch_size}).")
+        total_steps = steps_per_epoch * exp.epochs
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, _lr_lambda(total_steps, round(exp.warmup_epochs * steps_per_epoch))
+        )
+        use_amp = device.type == "cuda" and exp.amp != "off"
+        amp_dtype = torch.float16 if exp.amp == "fp16" else torch.bfloat16
+        scaler = torch.amp.GradScaler("cuda", enabled=use_amp and exp.amp == "fp16")
+
+        def autocast():
+            return torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp)
+
+        net: nn.Module = model
+        if distributed:
+            net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if exp.compile:
+            net = torch.compile(net)
+        ema = make_ema(model, exp)
+
+        # --- resume or start. What decides the weights besides the fields is stored and must match:
+        # the seed, the number of processes and, on the CPU, the thread count.
+        launch = {"seed": args.seed, "world_size": world_size, "threads": threads if device.type == "cpu" else None}
+        history: list[dict[str, Any]] = []
+        start_epoch, start_step, best_val, best_epoch = 0, 0, -1.0, 0
+        partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+        if args.resume:
+            last_path, fields = run_dir / "last.pt", dataclasses.asdict(exp)
+            if is_main:  # check before repairing, so a refused resume changes nothing
+                _check_resume(load_checkpoint(last_path), last_path, fields, launch, model_config)
+                _repair_checkpoints(run_dir)
+            if distributed:
+                dist.barrier()  # every rank reads last.pt as rank 0 left it
+            state = load_checkpoint(last_path, map_location=device)
+            _check_resume(state, last_path, fields, launch, model_config)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            if ema is not None:
+                ema.load_state_dict(state["ema"])
+            start_epoch, start_step, best_val = state["epoch"], state["step_in_epoch"], state["best_val_acc"]
+            history, partial = state["history"], state["partial_epoch"]
+            best_epoch = _best_epoch(history)
+            if is_main:
+                print(f"resuming {run_dir} at epoch {start_epoch + 1}, step {start_step}", flush=True)
+        elif is_main:
+            config = {
+                "experiment": args.experiment,
+                "name": run_dir.name,
+                "profile": args.profile,
+                "fields": dataclasses.asdict(exp),
+                "overrides": overrides(args.experiment, args.profile, exp),
+                "dataset": exp.dataset,
+                "image_size": image_size,
+                "model": model_config,
+                "seed": args.seed,
+                "split_seed": SPLIT_SEED,
+                "train_samples": len(train_x),
+                "val_samples": len(val_x),
+                "world_size": world_size,
+                "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {threads} threads)",
+                "machine": machine_record(threads),
+                "versions": {"mnv3": __version__, "python": platform.python_version(), "torch": torch.__version__, "torchvision": _torchvision_version()},
+                "git_commit": _git_commit(),
+                "data_root": str(args.data_root),
+                "data_mirror": str(args.data_mirror) if args.data_mirror else os.environ.get("MNV3_DATA_MIRROR"),
+                "command": _launch_command(args, exp, world_size, resume=False),
+            }
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(run_dir / "config.json", config)
+
+        def checkpoint(epoch: int, step_in_epoch: int) -> dict[str, Any]:
+            return {
+                "model_config": model_config,
+                "model": model.state_dict(),
+                "ema": ema.state_dict() if ema is not None else None,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "epoch": epoch,
+                "step_in_epoch": step_in_epoch,
+                "best_val_acc": best_val,
+                "best_epoch": best_epoch,
+                "history": history,
+                "partial_epoch": partial,
+                "experiment": dataclasses.asdict(exp),
+                "launch": launch,
+                "seed": args.seed,
+                "rng": {"torch": torch.get_rng_state()},  # informative: each step reseeds from its position
+            }
+
+        def save(name: str, state: dict[str, Any]) -> None:
+            try:
+                save_checkpoint(run_dir / name, state)
+            except OSError as err:
+                last = run_dir / "last.pt"
+                kept = f"the previous {last} is intact" if last.is_file() else "no checkpoint was written yet"
+                raise CheckpointError(
+                    f"could not write {run_dir / name} ({err.strerror or err}); {kept}. Free space, then resume with: "
+                    f"{_launch_command(args, exp, world_size, resume=True)}"
+                ) from None
+
+        stop = _StopRequest()
+        previous_handler = signal.signal(signal.SIGINT, stop) if is_main or not distributed else None
+        progress = _Progress(enabled=is_main)
+        try:
+            for epoch in range(start_epoch, exp.epochs):
+                net.train()
+                order = torch.Generator().manual_seed(args.seed * 7919 + epoch)
+                # The epoch's order goes to the device in one copy: a copy per step would stall the GPU.
+                batches = torch.stack(list(
+                    iterate_batches(len(train_x), local_batch, shuffle=True, generator=order, drop_last=True, rank=rank, world_size=world_size)
+                )[:steps_per_epoch]).to(device)
+                first = start_step if epoch == start_epoch else 0
+                if first == 0:
+                    partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+                # Running metrics and the NaN guard stay on the device; they are read at log points only.
+                loss_sum = torch.tensor(partial["loss_sum"], device=device)
+                correct = torch.tensor(partial["correct"], device=device)
+                bad_step = torch.tensor(-1, device=device)
+                step_counter = torch.tensor(first, device=device)
+                seen = partial["seen"]
+                t0 = time.perf_counter()
+                bar = tqdm(total=steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{exp.epochs}", disable=None if is_main else True, leave=False, dynamic_ncols=True)
+                done = first
+                for step in range(first, steps_per_epoch):
+                    torch.manual_seed(_step_seed(args.seed, epoch, step, rank))
+                    idx = batches[step]
+                    y = train_y[idx]
+                    loss, logits = train_step(net, optimizer, scaler, train_x[idx], y, info, exp, image_size=image_size, autocast=autocast)
+                    scheduler.step()
+                    if ema is not None:
+                        update_ema(ema, model, exp.ema_decay)
+                    bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss), step_counter, bad_step)
+                    step_counter += 1
+                    loss_sum += loss * len(y)
+                    correct += (logits.argmax(1) == y).sum()
+                    seen += len(y)
+                    done = step + 1
+                    if step % 20 == 0 or done == steps_per_epoch or stop.requested:
+                        if bad_step.item() >= 0:
+                            last = run_dir / "last.pt"
+                            kept = f"{last} keeps the last good state (end of epoch {epoch})" if epoch > 0 or first > 0 else "no checkpoint was written yet (the first epoch had not ended)"
+                            raise NonFiniteLossError(
+                                f"the loss became non-finite at epoch {epoch + 1}, step {bad_step.item() + 1}; stopped. "
+                                f"{kept}. Lower --lr or check the data."
+                            )
+                        elapsed = partial["seconds"] + time.perf_counter() - t0
+                        stats = {"loss": loss_sum.item() / seen, "acc": correct.item() / seen, "img_s": seen * world_size / elapsed}
+                        bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['acc']:.3f}", img_s=f"{stats['img_s']:.0f}")
+                        progress.maybe_print(f"epoch {epoch + 1}/{exp.epochs}, step {done}/{steps_per_epoch}", stats)
+                    bar.update(1)
+                    if stop.requested:
+                        break
+                bar.close()
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                partial = {
+                    "loss_sum": loss_sum.item(),
+                    "correct": int(correct.item()),
+                    "seen": seen,
+                    "seconds": partial["seconds"] + time.perf_counter() - t0,
+                }
+                if done < steps_per_epoch:  # Ctrl-C in the middle of an epoch
+                    if is_main:
+                        save("last.pt", checkpoint(epoch, done))
+                    _interrupted(run_dir, is_main, args, exp, world_size, f"epoch {epoch + 1}, step {done}")
+                val_loss, val_acc = evaluate(net if ema is None else ema, val_x, val_y, info, image_size, 2 * local_batch, device,
+                                             exp.channels_last, autocast, exp.tta_flip)  # fmt: skip
+                row = {
+                    "epoch": epoch + 1,
+                    "lr": scheduler.get_last_lr()[0],
+                    "train_loss": partial["loss_sum"] / max(1, seen),
+                    "train_acc": partial["correct"] / max(1, seen),
+                    "val_loss": val_loss,
+                    "val_acc": val_acc,
+                    "epoch_seconds": partial["seconds"],
+                    "images_per_sec": seen * world_size / max(1e-9, partial["seconds"]),
+                }
+                history.append(row)
+                improved = val_acc > best_val
+                if improved:
+                    best_val, best_epoch = val_acc, epoch + 1
+                if is_main:
+                    _write_metrics(run_dir / "metrics.csv", history)
+                    state = checkpoint(epoch + 1, 0)
+                    # best.pt first: a kill between the two writes leaves best.pt ahead of last.pt,
+                    # which resume detects and repairs (best.pt then holds the newer state whole).
+                    if improved:
+                        save("best.pt", state)
+                    save("last.pt", state)
+                    print(
+                        f"epoch {epoch + 1}/{exp.epochs}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} | "
+                        f"val loss {val_loss:.4f} acc {val_acc:.4f} | {row['epoch_seconds']:.1f}s, {row['images_per_sec']:.0f} img/s",
+                        flush=True,
+                    )
+                if stop.requested and epoch + 1 < exp.epochs:
+                    _interrupted(run_dir, is_main, args, exp, world_size, f"the end of epoch {epoch + 1}")
+        finally:
+            if previous_handler is not None:
+                signal.signal(signal.SIGINT, previous_handler)
+
+        # --- the test set, once, with the best checkpoint
+        if is_main:
+            best = load_checkpoint(run_dir / "best.pt", map_location=device)
+            if best["epoch"] != best_epoch:
+                raise CheckpointError(
+                    f"{run_dir / 'best.pt'} holds epoch {best['epoch']}, but the run's best epoch is {best_epoch}; "
+                    "refusing to report another epoch's weights. Retrain the run."
+                )
+            model.load_state_dict(evaluation_weights(best))
+            test_x, test_y = load_split(exp.dataset, "test", root=args.data_root, mirror=args.data_mirror)
+            test_loss, test_acc = evaluate(model, test_x.to(device), test_y.to(device), info, image_size, 2 * local_batch, device,
+                                           exp.channels_last, autocast, exp.tta_flip)  # fmt: skip
+            result = {
+                "experiment": args.experiment,
+                "name": run_dir.name,
+                "profile": args.profile,
+                "test_accuracy": test_acc,
+                "test_loss": test_loss,
+                "checkpoint": "best.pt",
+                "best_epoch": best_epoch,
+                "best_val_acc": best_val,
+                "epochs": exp.epochs,
+                "train_seconds": sum(r["epoch_seconds"] for r in history),
+                "parameters": sum(p.numel() for p in model.parameters()),
+                "device": json.loads((run_dir / "config.json").read_text())["device"],
+            }
+            write_json_atomic(run_dir / "test.json", result)
+            print(f"test accuracy {test_acc:.4f} (best epoch {best_epoch}) -> {run_dir / 'test.json'}", flush=True)
+        if distributed:
+            dist.barrier()
+            dist.destroy_process_group()
+        return (run_dir, model) if return_model else run_dir
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _best_epoch(history: list[dict[str, Any]]) -> int:
+    # The first epoch with the highest validation accuracy: training saves best.pt only on a strict gain.
+    return max(history, key=lambda r: r["val_acc"])["epoch"] if history else 0
+
+
+def _differences(stored: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    return [f"{key} {stored.get(key)!r} -> {now.get(key)!r}" for key in now if stored.get(key) != now.get(key)]
+
+
+def _check_resume(state: dict[str, Any], path: Path, fields: dict[str, Any], launch: dict[str, Any], model_config: dict[str, Any]) -> None:
+    """Refuse a checkpoint written for another model or with other settings, naming each."""
+    check_model_config(state["model_config"], model_config, where=str(path), expected_from="this launch's experiment")
+    changed = _differences(state.get("experiment", {}), fields)
+    if "launch" in state:  # checkpoints from before the launch was stored cannot be checked
+        changed += _differences(state["launch"], launch)
+    if changed:
+        raise CheckpointError(
+            f"{path}: resume refused, it was written with other settings ({'; '.join(changed)}). "
+            f"Resume with the original settings (see {path.parent / 'config.json'}), or start a new run with --name."
+        )
+
+
+def _repair_checkpoints(run_dir: Path) -> None:
+    """Put best.pt and last.pt back in step after a kill between their writes, or refuse."""
+    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    state = load_checkpoint(last_path)
+    best = load_checkpoint(best_path) if best_path.is_file() else None
+    if best is not None and best["epoch"] > state["epoch"]:
+        # Killed between writing best.pt and last.pt: best.pt is the newer state, whole.
+        print(f"{best_path} is ahead of {last_path} (epoch {best['epoch']} > {state['epoch']}): resuming from it.", flush=True)
+        save_checkpoint(last_path, {k: v for k, v in best.items() if k != "format"})
+        return
+    if not state["history"]:
+        return
+    best_epoch = _best_epoch(state["history"])
+    if best is None or best["epoch"] != best_epoch:
+        if state["epoch"] != best_epoch:
+            raise CheckpointError(
+                f"{best_path} holds epoch {best['epoch'] if best else 'nothing'}, but {last_path} names epoch {best_epoch} "
+                "as the best, and neither file holds that epoch's weights. Retrain the run (delete the folder)."
+            )
+        print(f"{best_path} did not hold the best epoch ({best_epoch}); restored it from {last_path}.", flush=True)
+        save_checkpoint(best_path, {k: v for k, v in state.items() if k != "format"})
+
+
+class _Progress:
+    """A plain progress line every ``seconds`` when stdout is not a terminal (logs, CI, nohup), where
+    tqdm's bar is off and an epoch would otherwise pass in silence."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and not sys.stdout.isatty()
+        self.seconds = float(os.environ.get("MNV3_PROGRESS_SECONDS", 30))
+        self.last = time.perf_counter()
+
+    def maybe_print(self, where: str, stats: dict[str, float]) -> None:
+        now = time.perf_counter()
+        if self.enabled and now - self.last >= self.seconds:
+            self.last = now
+            print(f"  {where}: loss {stats['loss']:.4f} acc {stats['acc']:.4f}, {stats['img_s']:.0f} img/s", flush=True)
 
 
 def _torchvision_version() -> str | None:
@@ -462,39 +672,37 @@ def _torchvision_version() -> str | None:
         return None
 
 
-def _interrupted(run_dir: Path, is_main: bool, state: dict[str, Any] | None, args, exp: Experiment, where: str) -> None:
-    """Save the mid-epoch state (when given), print how to resume, and stop."""
+def _interrupted(run_dir: Path, is_main: bool, args, exp: Experiment, world_size: int, where: str) -> None:
+    """Print how to resume, and stop."""
     if not is_main:
         raise KeyboardInterrupt
-    if state is not None:
-        save_checkpoint(run_dir / "last.pt", state)
     print(
         f"\ninterrupted at {where}; {run_dir / 'last.pt'} holds the state.\n"
-        f"resume with: python -m mnv3.train {' '.join(_resume_argv(args, exp))}",
+        f"resume with: {_launch_command(args, exp, world_size, resume=True)}",
         flush=True,
     )
     raise KeyboardInterrupt
 
 
-def _resume_argv(args: argparse.Namespace, exp: Experiment) -> list[str]:
+def _launch_command(args: argparse.Namespace, exp: Experiment, world_size: int, *, resume: bool) -> str:
+    """The whole command that (re)starts this run: torchrun for several processes, every flag that
+    changes the result (fields that differ from the profile, seed, threads, device, name)."""
     argv = ["--experiment", args.experiment, "--profile", args.profile, "--out", str(args.out), "--seed", str(args.seed)]
-    default = get_experiment(args.experiment, args.profile)
-    for f in dataclasses.fields(Experiment):
-        value = getattr(exp, f.name)
-        if value != getattr(default, f.name):
-            argv += [f"--{f.name.replace('_', '-')}", str(value)]
-    if args.data_mirror:
-        argv += ["--data-mirror", str(args.data_mirror)]
-    if args.data_root != "data":
-        argv += ["--data-root", str(args.data_root)]
-    return argv + ["--resume"]
+    for key, value in overrides(args.experiment, args.profile, exp).items():
+        argv += [f"--{key.replace('_', '-')}", str(value)]
+    for flag, value, default in (("--name", args.name, None), ("--threads", args.threads, None), ("--device", args.device, None),
+                                 ("--data-mirror", args.data_mirror, None), ("--data-root", args.data_root, "data")):
+        if value is not None and value != default:
+            argv += [flag, str(value)]
+    launcher = f"torchrun --nproc_per_node {world_size} -m mnv3.train" if world_size > 1 else "python -m mnv3.train"
+    return " ".join([launcher, *(shlex.quote(a) for a in argv), *(["--resume"] if resume else [])])
 
 
 def main(argv: list[str] | None = None) -> Path:
     args, exp = parse_args(argv)
     try:
         return train(args, exp)
-    except (DataUnavailableError, CheckpointError, SpecError, NonFiniteLossError, ValueError) as err:
+    except (DataUnavailableError, CheckpointError, RunLockedError, SpecError, NonFiniteLossError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:

@@ -5,7 +5,8 @@
 #
 # Expects the data mirror at $MNV3_DATA_MIRROR (default .mirror/, a copy of ../shared/datasets made
 # by `make gpu-mirror`, which is git-ignored and carried to the device machine). Writes runs/full/
-# and, for each experiment, $OUT/<experiment>.tar (config.json, metrics.csv, test.json, final.pt).
+# and, for each experiment, $OUT/<experiment>.tar (config.json, metrics.csv, test.json, train.log,
+# final.safetensors and final.json; a run stopped early has no weights and no test.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -22,11 +23,14 @@ import torch, torchvision
 print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, cuda {torch.cuda.is_available()}",
       torch.cuda.get_device_name() if torch.cuda.is_available() else "")
 PY
+mkdir -p runs/full
 for exp in "${experiments[@]}"; do
   start=$(date +%s)
-  $PYTHON -m mnv3.train --experiment "$exp" --profile full --out runs "$@"
+  # --name keeps the folder the experiment's own even when extra flags override fields.
+  $PYTHON -m mnv3.train --experiment "$exp" --name "$exp" --profile full --out runs "$@" 2>&1 | tee "runs/full/$exp.log" || true
   echo "$exp: $(( $(date +%s) - start )) s wall-clock including data loading and compilation"
-  $PYTHON -m mnv3.publish "runs/full/$exp" "$OUT/publish"
+  mkdir -p "runs/full/$exp" && mv "runs/full/$exp.log" "runs/full/$exp/train.log"
+  $PYTHON -m mnv3.publish --unfinished "runs/full/$exp" "$OUT/publish"
   tar -C "$OUT/publish" -cf "$OUT/$exp.tar" "$exp"
 done
 rm -rf "$OUT/publish"

@@ -57,7 +57,7 @@ def tiny_runs(tmp_path_factory) -> Path:
     try:
         for name, extra in TINY_RUN_ARGS.items():
             # One thread: on a busy 2-core machine two OpenMP threads make small batches far slower.
-            main(["--experiment", name, "--dataset", "synthetic", "--out", str(root), "--data-root", str(root / "data"),
+            main(["--experiment", name, "--name", name, "--dataset", "synthetic", "--out", str(root), "--data-root", str(root / "data"),
                   "--threads", "1", *extra])  # fmt: skip
     finally:
         torch.set_num_threads(threads)

@@ -172,6 +172,49 @@ def test_from_torchvision_rejects_dilated_model():
         from_torchvision(torchvision.models.mobilenet_v3_small(dilated=True))
 
 
+def _quantizable_large() -> nn.Module:
+    from torchvision.models import quantization
+
+    return quantization.mobilenet_v3_large(weights=None, quantize=False, num_classes=10).eval()
+
+
+def test_from_torchvision_takes_the_unfused_quantizable_float_model():
+    """The model the fused-model error points to does convert, with equal outputs."""
+    tv = randomize_weights_(_quantizable_large(), seed=3)
+    ours = from_torchvision(tv).eval()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (ours(x) - tv(x)).abs().max().item() <= 1e-5
+
+
+FUSED_MESSAGE = (r"fused or quantized models are not supported \(features\.0\.1 \(torch\.nn\.modules\.linear\.Identity\) "
+                 r"comes from fuse_model\(\) or quantization\); pass the unfused float model, e\.g\. "
+                 r"torchvision\.models\.quantization\.mobilenet_v3_large\(quantize=False\) before fuse_model\(\)")
+
+
+def test_from_torchvision_rejects_a_fused_model_by_name():
+    tv = _quantizable_large()
+    tv.fuse_model()
+    with pytest.raises(ValueError, match=FUSED_MESSAGE):
+        from_torchvision(tv)
+
+
+def test_from_torchvision_rejects_a_fused_conv_bn_relu():
+    """Fusing a conv, its BatchNorm and a ReLU leaves one ConvReLU2d, named in the message."""
+    tv = torchvision.models.mobilenet_v3_small(num_classes=10).eval()
+    torch.ao.quantization.fuse_modules(tv.features[1].block[0], [["0", "1", "2"]], inplace=True)
+    with pytest.raises(ValueError, match=r"not supported \(features\.1\.block\.0\.0 \(torch\.ao\.nn\.intrinsic\..*\.ConvReLU2d\)"):
+        from_torchvision(tv)
+
+
+def test_from_torchvision_rejects_a_quantized_model():
+    from torchvision.models import quantization
+
+    tv = quantization.mobilenet_v3_large(weights=None, quantize=True, num_classes=10)
+    with pytest.raises(ValueError, match="fused or quantized models are not supported"):
+        from_torchvision(tv)
+
+
 # ------------------------------------------------------------------------------ activations
 
 

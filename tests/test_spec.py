@@ -116,7 +116,7 @@ def _delete(section: str, field: str):
         # unknown and missing fields
         (_set("block", "kernal", 5), ROW + r": unknown field 'kernal'; allowed fields are \['kernel', 'exp_size', 'out', 'se', 'nl', 'stride'\]"),
         (_delete("block", "se"), ROW + r": missing field 'se'; add it \(true or false\)"),
-        (_delete("block", "exp_size"), ROW + r": missing field 'exp_size'; add it \(a positive integer\)"),
+        (_delete("block", "exp_size"), ROW + r": missing field 'exp_size'; add it \(a positive integer up to 4096\)"),
         # wrong types
         (_set("block", "kernel", "3"), ROW + r": field 'kernel' is \"3\"; allowed: a positive odd integer"),
         (_set("block", "kernel", 3.0), ROW + r": field 'kernel' is 3.0; allowed: a positive odd integer"),
@@ -139,7 +139,7 @@ def _delete(section: str, field: str):
         (_set("stem", "kernel", 2), r"stem: field 'kernel' is 2; allowed: a positive odd integer"),
         (_set("stem", "exp_size", 16), r"stem: unknown field 'exp_size'; allowed fields are \['kernel', 'out', 'nl', 'stride'\]"),
         (_set("head", "hidden", 0), r"head: field 'hidden' is 0; allowed: a positive integer"),
-        (_delete("head", "out"), r"head: missing field 'out'; add it \(a positive integer\)"),
+        (_delete("head", "out"), r"head: missing field 'out'; add it \(a positive integer up to 4096\)"),
     ],
 )
 def test_bad_row_message(tmp_path, mutate, pattern):
@@ -246,3 +246,94 @@ def test_spec_errors_are_not_key_or_type_errors(tmp_path):
         with pytest.raises(SpecError):
             load_spec(path)
 
+
+
+# ------------------------------------------------------------------------------ absurd sizes
+
+
+@pytest.mark.parametrize(
+    "mutate,pattern",
+    [
+        (_set("block", "out", 10**9), ROW + r": field 'out' is 1000000000; allowed: a positive integer up to 4096"),
+        (_set("block", "exp_size", 4097), ROW + r": field 'exp_size' is 4097; allowed: a positive integer up to 4096"),
+        (_set("block", "kernel", 99_999), ROW + r": field 'kernel' is 99999; allowed: a positive odd integer up to 11"),
+        (_set("block", "kernel", 13), ROW + r": field 'kernel' is 13; allowed: a positive odd integer up to 11"),
+        (_set("stem", "kernel", 101), r"stem: field 'kernel' is 101; allowed: a positive odd integer up to 11"),
+        (_set("head", "hidden", 10**30), r"head: field 'hidden' is 1000000000000000000000000000000; allowed: a positive integer up to 4096"),
+        (lambda d: d.update(blocks=d["blocks"] * 6), r"field 'blocks' has 66 rows; allowed: 1 to 64"),
+    ],
+)
+def test_sizes_outside_the_bounds(tmp_path, mutate, pattern):
+    data = small_dict()
+    mutate(data)
+    message = spec_error(write(tmp_path, data))
+    assert re.search(pattern, message), message
+
+
+def test_the_bounds_admit_their_limits():
+    data = small_dict()
+    data["blocks"][3].update(kernel=11, exp_size=4096)
+    data["head"]["hidden"] = 4096
+    assert spec_from_dict(data).blocks[3].exp_size == 4096
+    data = small_dict()
+    data["blocks"] = data["blocks"][:4] * 16
+    assert len(spec_from_dict(data).blocks) == 64
+
+
+def test_too_many_parameters_is_refused_before_anything_is_allocated(tmp_path, monkeypatch):
+    """Each row is within its bounds, but together they make over 800 million parameters."""
+    from mnv3 import spec as spec_module
+
+    wide = {"kernel": 11, "exp_size": 4096, "out": 4096, "se": True, "nl": "HS", "stride": 1}
+    data = small_dict()
+    data["blocks"] = [wide] * 32
+    data["head"]["out"] = 4096
+
+    def no_allocation(*args, **kwargs):
+        raise AssertionError("a layer was built before the spec was rejected")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(nn.Conv2d, "__init__", no_allocation)
+        message = spec_error(write(tmp_path, data))
+    match = re.search(r"this spec makes a model of about ([\d,]+) parameters \(width_mult 1, 1000 classes, "
+                      r"3 input channels\), over the limit of 100,000,000", message)
+    assert match, message
+    monkeypatch.setattr(spec_module, "MAX_PARAMETERS", 10**12)
+    count = spec_module.estimate_parameters(spec_from_dict(data))
+    assert int(match.group(1).replace(",", "")) == count > 8 * 10**8
+
+
+@pytest.mark.parametrize("arch", ["small", "large"])
+@pytest.mark.parametrize("num_classes,in_channels,width", [(1000, 3, 1.0), (10, 1, 0.5), (10, 3, 1.25), (100, 3, 0.35)])
+def test_parameter_estimate_equals_the_built_model(arch, num_classes, in_channels, width):
+    from mnv3.spec import estimate_parameters
+
+    model = build_model(arch, num_classes=num_classes, in_channels=in_channels, width_mult=width)
+    expected = sum(p.numel() for p in model.parameters())
+    assert estimate_parameters(load_spec(arch), num_classes=num_classes, in_channels=in_channels, width_mult=width) == expected
+
+
+def test_deep_nesting_is_a_spec_error(tmp_path):
+    depth = 100_000  # far past Python's recursion limit
+    message = spec_error(write(tmp_path, '{"name": "x", "stem": ' + "[" * depth + "]" * depth + "}"))
+    assert "nested too deeply" in message, message
+
+
+def test_deeply_nested_value_in_a_dict_is_shown_briefly():
+    """A nested value built in Python (no JSON parser involved) still gets a one-line message."""
+    nested: list = []
+    for _ in range(50_000):
+        nested = [nested]
+    data = small_dict()
+    data["stem"] = nested
+    with pytest.raises(SpecError) as err:
+        spec_from_dict(data, "deep")
+    message = str(err.value)
+    assert message.startswith("deep: stem: expected a JSON object") and len(message) < 300, message
+
+
+def test_oversized_file_is_refused_unread(tmp_path):
+    path = tmp_path / "huge.json"
+    path.write_text(" " * (2**20 + 1) + "{}", encoding="utf-8")
+    message = spec_error(path)
+    assert "1,048,579 bytes; allowed: up to 1,048,576" in message, message

@@ -21,7 +21,7 @@ TIMING = {"epoch_seconds", "images_per_sec"}
 
 
 def run(tmp: Path, *extra: str) -> Path:
-    return main(["--experiment", "mnist_small", "--out", str(tmp), "--data-root", str(tmp / "data"), *FAST, *extra])
+    return main(["--experiment", "mnist_small", "--name", "mnist_small", "--out", str(tmp), "--data-root", str(tmp / "data"), *FAST, *extra])
 
 
 def metrics(run_dir: Path) -> list[dict[str, str]]:
@@ -159,7 +159,7 @@ DDP_SCRIPT = textwrap.dedent(
     rank = os.environ["RANK"]
     out = sys.argv[1]
     # Every rank is given its own --out, so files written by rank 1 would show up in out/rank1.
-    args, exp = parse_args(["--experiment", "mnist_small", "--out", f"{out}/rank{rank}", "--data-root", f"{out}/data",
+    args, exp = parse_args(["--experiment", "mnist_small", "--name", "mnist_small", "--out", f"{out}/rank{rank}", "--data-root", f"{out}/data",
                             "--dataset", "synthetic", "--max-train-samples", "256", "--batch-size", "64", "--epochs", "1"])
     model = train(args, exp, return_model=True)[1]
     torch.save(model.state_dict(), f"{out}/weights{rank}.pt")

@@ -46,7 +46,6 @@ dependencies {
     // From Maven Central this pulls fbjni and soloader (nativeloader) transitively;
     // only a hand-downloaded executorch.aar would need them declared here.
     implementation("org.pytorch:executorch-android:1.5.1")
-    implementation("androidx.appcompat:appcompat:1.7.0")
 
     testImplementation("junit:junit:4.13.2")
     // Real org.json for JVM unit tests (android.jar only has stubs that throw).

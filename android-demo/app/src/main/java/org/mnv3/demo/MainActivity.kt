@@ -1,5 +1,6 @@
 package org.mnv3.demo
 
+import android.app.Activity
 import android.graphics.Bitmap
 import android.graphics.drawable.BitmapDrawable
 import android.os.Bundle
@@ -7,7 +8,6 @@ import android.util.Log
 import android.widget.Button
 import android.widget.ImageView
 import android.widget.TextView
-import androidx.appcompat.app.AppCompatActivity
 import java.util.Locale
 import java.util.concurrent.ExecutorService
 import java.util.concurrent.Executors
@@ -15,8 +15,12 @@ import java.util.concurrent.Executors
 /**
  * One screen: the image, a grey box with the prediction, and one button per dataset.
  * Each button picks a random sample image of that dataset and classifies it on the device.
+ *
+ * A plain platform [Activity] (no AndroidX AppCompat): two buttons need nothing more, and the app
+ * then compiles against android.jar alone (`make android-check`). API 23's `findViewById` is not
+ * generic, hence the casts.
  */
-class MainActivity : AppCompatActivity() {
+class MainActivity : Activity() {
 
     private lateinit var imageView: ImageView
     private lateinit var predictionView: TextView
@@ -30,10 +34,10 @@ class MainActivity : AppCompatActivity() {
     override fun onCreate(savedInstanceState: Bundle?) {
         super.onCreate(savedInstanceState)
         setContentView(R.layout.activity_main)
-        imageView = findViewById(R.id.image)
-        predictionView = findViewById(R.id.prediction)
-        val mnist = findViewById<Button>(R.id.button_mnist)
-        val cifar = findViewById<Button>(R.id.button_cifar10)
+        imageView = findViewById(R.id.image) as ImageView
+        predictionView = findViewById(R.id.prediction) as TextView
+        val mnist = findViewById(R.id.button_mnist) as Button
+        val cifar = findViewById(R.id.button_cifar10) as Button
         buttons = listOf(mnist, cifar)
         mnist.setOnClickListener { showRandom(DATASET_MNIST) }
         cifar.setOnClickListener { showRandom(DATASET_CIFAR10) }

@@ -49,7 +49,11 @@ class ModelSpec(
         const val FORMAT = "mnv3-mobile"
         const val VERSION = 1
 
-        /** Parses and validates model.json; throws IllegalArgumentException on anything unexpected. */
+        /**
+         * Parses and validates model.json. `test_accuracy` and `executorch_version` are optional:
+         * missing or null gives null. Throws IllegalArgumentException on anything the app cannot
+         * feed, org.json's JSONException on malformed JSON or a missing required field.
+         */
         fun parse(json: String): ModelSpec {
             val root = JSONObject(json)
             val format = root.optString("format")
@@ -84,9 +88,18 @@ class ModelSpec(
                 labels = labels,
                 input = inputSpec,
                 pteFile = pte,
-                testAccuracy = if (root.has("test_accuracy")) root.getDouble("test_accuracy") else null,
-                executorchVersion = if (root.has("executorch_version")) root.getString("executorch_version") else null
+                testAccuracy = optionalDouble(root, "test_accuracy"),
+                executorchVersion = optionalString(root, "executorch_version")
             )
         }
+
+        // The exporter writes `"test_accuracy": null` for a run without test.json. `has()` is true
+        // for a JSON null, and Android's getString() returns the text "null" for it, so test
+        // isNull(), which covers both a missing key and a null value.
+        private fun optionalDouble(o: JSONObject, name: String): Double? =
+            if (o.isNull(name)) null else o.getDouble(name)
+
+        private fun optionalString(o: JSONObject, name: String): String? =
+            if (o.isNull(name)) null else o.getString(name)
     }
 }

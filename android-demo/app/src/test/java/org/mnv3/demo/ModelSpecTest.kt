@@ -54,6 +54,15 @@ class ModelSpecTest {
     }
 
     @Test
+    fun nullOptionalFieldsAreNull() {
+        // What the exporter writes for a run without test.json.
+        val spec = ModelSpec.parse(modelJson(extra = ", \"test_accuracy\": null, \"executorch_version\": null"))
+        assertNull(spec.testAccuracy)
+        assertNull(spec.executorchVersion)
+        assertEquals("mnist", spec.dataset)
+    }
+
+    @Test
     fun rejectsWhatTheAppCannotFeed() {
         assertThrows(IllegalArgumentException::class.java) { ModelSpec.parse(modelJson(format = "other")) }
         assertThrows(IllegalArgumentException::class.java) { ModelSpec.parse(modelJson(channelOrder = "BGR")) }

@@ -23,11 +23,13 @@ class PreprocessorTest {
     }
 
     @Test
-    fun grayUsesTheRedChannelAndIgnoresAlpha() {
-        val spec = InputSpec(longArrayOf(1, 1, 1, 2), ChannelOrder.GRAY)
-        val pixels = intArrayOf(argb(0, 51, 0, 0), argb(255, 102, 200, 10))
-        val out = Preprocessor(spec).toInput(pixels, 2, 1)
-        assertArrayEquals(floatArrayOf(51f / 255f, 102f / 255f), out, 0f)
+    fun grayIsTheBt601LumaOfAColourPixelAndIgnoresAlpha() {
+        val spec = InputSpec(longArrayOf(1, 1, 1, 4), ChannelOrder.GRAY)
+        // Pure red, green and blue have luma 0.299, 0.587 and 0.114 (ITU-R BT.601);
+        // (100, 150, 200): 0.299 * 100 + 0.587 * 150 + 0.114 * 200 = 140.75.
+        val pixels = intArrayOf(argb(255, 255, 0, 0), argb(0, 0, 255, 0), argb(128, 0, 0, 255), argb(255, 100, 150, 200))
+        val out = Preprocessor(spec).toInput(pixels, 4, 1)
+        assertArrayEquals(floatArrayOf(0.299f, 0.587f, 0.114f, 140.75f / 255f), out, 1e-6f)
     }
 
     @Test
@@ -47,8 +49,11 @@ class PreprocessorTest {
     fun outputHasTheShapeOfModelJsonAndStaysInZeroOne() {
         for (order in ChannelOrder.values()) {
             val spec = InputSpec(longArrayOf(1, order.channels.toLong(), 16, 16), order)
-            // Every byte value appears in every channel.
+            // Every byte value in the red plane, spread values in the others; black first and
+            // white last, so that every plane, the gray (luma) one too, reaches 0 and 1.
             val pixels = IntArray(256) { argb(255, it, 255 - it, (it * 7) and 0xFF) }
+            pixels[0] = gray(0)
+            pixels[255] = gray(255)
             val out = Preprocessor(spec).toInput(pixels, 16, 16)
             assertEquals(order.channels * 256, out.size)
             for (v in out) assertTrue("value $v outside [0, 1]", v >= 0f && v <= 1f)
