@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import CheckpointError, load_run
+from .checkpoint import CheckpointError, load_run, weights_file
 from .data import DataUnavailableError, DatasetInfo, dataset_info, load_split
 
 __all__ = [
@@ -318,7 +318,7 @@ def load_wrapped_run(
     model, config = load_run(run_dir, which=which)
     if "dataset" not in config:
         raise ExportError(f"{run_dir}/config.json has no 'dataset' entry; was it written by mnv3.train?")
-    weights = _checkpoint_file(Path(run_dir), which)
+    weights = weights_file(Path(run_dir), which)
     check_finite(model, str(weights) if weights else str(run_dir))
     return wrap_for_export(model, config, input_size=input_size), config, dataset_info(config["dataset"])
 
@@ -800,11 +800,6 @@ def load_runner(path: str | Path, *, threads: int | None = None) -> Callable[[to
 # ----------------------------------------------------------------------------- model.json
 
 
-def _checkpoint_file(run_dir: Path, which: str = "best") -> Path | None:
-    candidates = [run_dir / f"{which}.pt"] + ([run_dir / "final.pt"] if which == "best" else [])
-    return next((p for p in candidates if p.is_file()), None)
-
-
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -823,7 +818,7 @@ def _relative_to_cwd(path: Path) -> str:
 
 
 def _source_run(run_dir: Path, config: dict[str, Any], which: str = "best") -> dict[str, Any]:
-    checkpoint = _checkpoint_file(run_dir, which)
+    checkpoint = weights_file(run_dir, which)
     return {
         "run_dir": _relative_to_cwd(run_dir),
         "experiment": config.get("experiment"),
