@@ -178,11 +178,26 @@ class BenchConfig:
     profile: str = "default"  # "default", "quick" or "tiny" (recorded in the JSON)
 
     def to_json(self) -> dict[str, Any]:
+        """The config as JSON values. ``cache_dir`` is written relative to the working folder, and
+        left out when it lies elsewhere (~/.cache by default): the committed results must not carry
+        a machine's folder layout, and where the cache was changes no number."""
         out = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if f.name == "cache_dir" and value is not None:
+                value = _relative_to_cwd(Path(value))
+                if value is None:
+                    continue
             out[f.name] = str(value) if isinstance(value, Path) else (list(value) if isinstance(value, tuple) else value)
         return out
+
+
+def _relative_to_cwd(path: Path) -> str | None:
+    """``path`` relative to the working folder (POSIX form), or None when it is outside it."""
+    try:
+        return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix() or "."
+    except ValueError:
+        return None
 
 
 def default_cache_dir() -> Path:

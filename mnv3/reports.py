@@ -1488,6 +1488,9 @@ def load_parity(parity_or_path: Mapping[str, Any] | str | Path):
     parity = _parity_report(parity_or_path)
     frame = pd.DataFrame(parity["rows"])
     frame["size_mb"] = frame["size_bytes"].astype("float64") / 1e6
+    # Exports time latency only with --latency-runs: the fields are null (NaN here) otherwise.
+    for column in ("latency_ms_median", "latency_ms_p10", "latency_ms_p90"):
+        frame[column] = pd.to_numeric(frame.get(column), errors="coerce").astype("float64")
     eager = frame.loc[frame["artefact"] == "eager", "latency_ms_median"]
     frame["latency_vs_eager"] = frame["latency_ms_median"] / float(eager.iloc[0]) if len(eager) else float("nan")
     columns = ["artefact", "file", "size_bytes", "size_mb", "max_abs_logit_diff", "top1_agreement", "test_accuracy",
@@ -1522,7 +1525,7 @@ def parity_table(frame):
 
 def int8_budget(parity_or_path: Mapping[str, Any] | str | Path) -> dict[str, Any] | None:
     """The int8 .pte's test-accuracy loss against the fp32 .pte (eager when there is none), recomputed
-    from the rows, against the budget (parity.json's, else mnv3.export's 1.0 point).
+    from the rows, against the budget (parity.json's, else mnv3.export's INT8_MAX_DROP_POINTS).
 
     Returns None when there is no int8 row; else reference, reference_accuracy, int8_accuracy,
     drop_points, budget_points, met (bool) and text (one Markdown sentence).
@@ -1618,6 +1621,25 @@ def manifest_table(manifest: Mapping[str, Any]):
     return pd.DataFrame(rows, columns=["field", "value"]).set_index("field")
 
 
+def _plot_latency(ax_lat, frame, y, colors) -> None:
+    """plot_parity's latency panel: median bars, p10-p90 whiskers, eager's median dashed."""
+    import numpy as np
+
+    med = frame["latency_ms_median"].to_numpy(dtype=float)
+    lo = np.clip(med - frame["latency_ms_p10"].to_numpy(dtype=float), 0, None)
+    hi = np.clip(frame["latency_ms_p90"].to_numpy(dtype=float) - med, 0, None)
+    ax_lat.barh(y, med, xerr=[np.nan_to_num(lo), np.nan_to_num(hi)], color=colors, capsize=3)
+    for yi, v in zip(y, med):
+        ax_lat.text(v, yi, f" {v:.2f}", va="bottom", fontsize=8)
+    if "eager" in set(frame["artefact"]):
+        ax_lat.axvline(float(frame.loc[frame["artefact"] == "eager", "latency_ms_median"].iloc[0]), color="k", ls="--", lw=1, label="eager median")
+        ax_lat.legend(fontsize=8, loc="lower right")
+    log = np.nanmax(med) > 20 * np.nanmin(med)  # e.g. eager against XNNPACK: the small bars would vanish
+    if log:
+        ax_lat.set_xscale("log")
+    ax_lat.set(xlabel=f"batch-1 CPU latency (ms): median, p10-p90{' (log scale)' if log else ''}", title="latency")
+
+
 def plot_parity(frame, *, title: str = ""):
     """Three bar panels per artefact: file size (MB), batch-1 CPU latency (median, p10-p90 whiskers,
     eager's median dashed; a log scale when the medians span over 20x) and test accuracy (%, axis zoomed
@@ -1638,18 +1660,11 @@ def plot_parity(frame, *, title: str = ""):
     ax_size.set_xlim(0, max(1e-3, np.nanmax(sizes) if np.isfinite(sizes).any() else 1) * 1.3)
 
     med = frame["latency_ms_median"].to_numpy(dtype=float)
-    lo = np.clip(med - frame["latency_ms_p10"].to_numpy(dtype=float), 0, None)
-    hi = np.clip(frame["latency_ms_p90"].to_numpy(dtype=float) - med, 0, None)
-    ax_lat.barh(y, med, xerr=[np.nan_to_num(lo), np.nan_to_num(hi)], color=colors, capsize=3)
-    for yi, v in zip(y, med):
-        ax_lat.text(v, yi, f" {v:.2f}", va="bottom", fontsize=8)
-    if "eager" in set(frame["artefact"]):
-        ax_lat.axvline(float(frame.loc[frame["artefact"] == "eager", "latency_ms_median"].iloc[0]), color="k", ls="--", lw=1, label="eager median")
-        ax_lat.legend(fontsize=8, loc="lower right")
-    log = np.nanmax(med) > 20 * np.nanmin(med)  # e.g. eager against XNNPACK: the small bars would vanish
-    if log:
-        ax_lat.set_xscale("log")
-    ax_lat.set(xlabel=f"batch-1 CPU latency (ms): median, p10-p90{' (log scale)' if log else ''}", title="latency")
+    if np.isfinite(med).any():
+        _plot_latency(ax_lat, frame, y, colors)
+    else:  # exported without --latency-runs: make bench times the programs
+        ax_lat.text(0.5, 0.5, "not timed at export\n(make bench times them)", ha="center", va="center", transform=ax_lat.transAxes)
+        ax_lat.set(title="latency", xticks=[])
 
     acc = 100 * frame["test_accuracy"].to_numpy(dtype=float)
     low = max(0.0, float(np.nanmin(acc)) - max(1.0, 0.5 * float(np.nanmax(acc) - np.nanmin(acc))))

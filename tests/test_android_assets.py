@@ -7,7 +7,9 @@ compare with golden.json: predicted index equal, logits within 1e-4.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ from PIL import Image
 from export_fixtures import needs_export_extras
 
 from mnv3 import export as ex
+from mnv3.data import DataUnavailableError
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_ASSETS = REPO / "android-demo" / "app" / "src" / "main" / "assets"
@@ -133,3 +136,52 @@ def test_real_app_assets_match_golden(dataset):
     if not (folder / "golden.json").is_file():
         pytest.skip(f"no app assets at {folder.relative_to(REPO)} (generate them with `make android-assets`)")
     check_golden(folder)
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_assets_record_the_pte_sha256(assets):
+    manifest = json.loads((assets / "model.json").read_text())
+    assert manifest["sha256"] == {"model.pte": hashlib.sha256((assets / "model.pte").read_bytes()).hexdigest()}
+
+
+def test_truncated_export_is_not_copied_but_exported_again(exported, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(exported.run, run)
+    good = (run / "export" / "model.pte").read_bytes()
+    (run / "export" / "model.pte").write_bytes(good[: len(good) // 2])  # an interrupted copy
+    messages: list[str] = []
+    done = ex.make_android_assets(run, None, tmp_path / "assets", n_images=2, log=messages.append)
+    assert any("not reusing" in m and "does not match the sha256" in m for m in messages), messages
+    assert any("exported model.pte" in m for m in messages)
+    shipped = done[exported.info.name] / "model.pte"
+    assert ex.PteRunner(shipped).input_shape == (1, 1, 28, 28)
+    manifest = json.loads((done[exported.info.name] / "model.json").read_text())
+    assert manifest["sha256"]["model.pte"] == hashlib.sha256(shipped.read_bytes()).hexdigest()
+
+
+def test_a_failure_leaves_the_assets_folder_unchanged(exported, tmp_path):
+    assets_dir = tmp_path / "assets"
+    (assets_dir / exported.info.name / "images").mkdir(parents=True)
+    (assets_dir / exported.info.name / "model.pte").write_bytes(b"the previous model")
+    (assets_dir / exported.info.name / "images" / "00.png").write_bytes(b"the previous image")
+    before = tree(assets_dir)
+    # The .pte is copied and model.json written, then reading the test images fails.
+    run = tmp_path / "run"
+    shutil.copytree(exported.run, run)
+    config = json.loads((run / "config.json").read_text())
+    config["dataset"] = "mnist"  # gray, same shape; its test split is not under the empty data root
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(DataUnavailableError):
+        ex.make_android_assets(run, None, assets_dir, n_images=2, data_root=tmp_path / "empty", data_mirror=tmp_path / "none", log=None)
+    assert tree(assets_dir) == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".assets")] == []  # no staging left
+
+
+def test_unloadable_pte_is_a_clear_error(tmp_path):
+    needs_export_extras()
+    (tmp_path / "model.pte").write_bytes(b"not a program")
+    with pytest.raises(ex.ExportError, match=r"model.pte: ExecuTorch cannot load it .*export it again"):
+        ex.PteRunner(tmp_path / "model.pte")

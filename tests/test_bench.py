@@ -205,3 +205,14 @@ def test_help_teaches_and_bad_arguments_fail_cleanly(tmp_path):
     assert bench.main(["--suite", "latency", "--out", str(tmp_path)]) == 2
     assert bench.main(["--settings", "huge@224", "--out", str(tmp_path)]) == 2
     assert not list(tmp_path.glob("*.json"))
+
+
+def test_config_json_holds_no_absolute_cache_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    inside = bench.BenchConfig(cache_dir=tmp_path / "cache" / "bench").to_json()
+    assert inside["cache_dir"] == "cache/bench"
+    outside = bench.BenchConfig(cache_dir=tmp_path.parent / "elsewhere").to_json()
+    assert "cache_dir" not in outside and str(tmp_path.parent) not in json.dumps(outside)
+    for committed in sorted((REPO / "reports" / "bench").glob("*.json")):
+        config = json.loads(committed.read_text())["config"]
+        assert not Path(config.get("cache_dir", "")).is_absolute(), committed.name

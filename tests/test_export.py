@@ -5,19 +5,24 @@ One small trained run is exported once for the whole session (tests/export_fixtu
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
+import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from export_fixtures import needs_export_extras
 
 from mnv3 import export as ex
+from mnv3.checkpoint import load_run
 from mnv3.data import dataset_info, make_synthetic, prepare_batch
 from mnv3.model import build_model
 
@@ -181,6 +186,10 @@ def test_parity_report_has_every_artefact(exported):
     assert rows["pte"]["compared_at_batch"] == 1
     assert set(report["threads"]) == {"torch", "executorch", "onnxruntime"}
     assert report["int8"]["accuracy_drop_points"] == pytest.approx(100 * (rows["pte"]["test_accuracy"] - rows["pte-int8"]["test_accuracy"]))
+    # the budget, on this small trained model, with the default layers kept in fp32
+    assert report["int8"]["max_drop_points"] == ex.INT8_MAX_DROP_POINTS == 0.5
+    assert report["int8"]["keep_fp32"] == list(ex.INT8_KEEP_FP32)
+    assert report["int8"]["within_budget"], f"int8 loses {report['int8']['accuracy_drop_points']:.2f} points"
     assert set(report["export_seconds"]) >= {"pte", "pte-int8", "ptl", "onnx"}
     table = (exported.out / "parity.md").read_text()
     for name in rows:
@@ -239,3 +248,206 @@ def test_help_explains_formats_and_assets(capsys):
     with pytest.raises(SystemExit):
         ex.main(["android-assets", "--help"])
     assert "golden.json" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- refusing broken models
+
+
+def copy_run(run: Path, dest: Path, *, with_export: bool = False) -> Path:
+    shutil.copytree(run, dest, ignore=None if with_export else shutil.ignore_patterns("export"))
+    return dest
+
+
+def edit_weights(run: Path, edit) -> None:
+    """Apply ``edit(state_dict)`` to RUN/best.pt, in place."""
+    from mnv3.checkpoint import load_checkpoint, save_checkpoint
+
+    payload = load_checkpoint(run / "best.pt")
+    edit(payload["model"])
+    save_checkpoint(run / "best.pt", {k: v for k, v in payload.items() if k != "format"})
+
+
+def test_non_finite_weights_are_refused_before_any_file(trained_run, tmp_path, capsys):
+    run = copy_run(trained_run, tmp_path / "run")
+    name = next(k for k in load_run(run)[0].state_dict() if k.endswith("weight"))
+    edit_weights(run, lambda state: state[name].view(-1)[:3].copy_(torch.tensor([float("nan"), float("inf"), 1.0])))
+    assert ex.main([str(run), "--formats", "pte,onnx", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert str(run / "best.pt") in err and name in err and "1 NaN and 1 inf" in err
+    assert not list((tmp_path / "out").glob("*"))
+
+
+def test_check_finite_names_the_buffer():
+    module = torch.nn.BatchNorm2d(4)
+    module.running_var[2] = float("-inf")
+    with pytest.raises(ex.ExportError, match=r"the model: .*running_var holds 0 NaN and 1 inf of 4"):
+        ex.check_finite(module)
+    with pytest.raises(ex.ExportError, match="running_var"):
+        ex.lower_to_pte(module, (1, 4, 2, 2))  # before anything is lowered
+
+
+def test_compare_logits_and_accuracy_count_nan_rows_as_failures():
+    reference = torch.tensor([[0.0, 1.0], [2.0, 0.0], [0.0, 3.0], [1.0, 0.0]])
+    logits = torch.tensor([[0.0, 1.5], [float("nan"), 0.0], [0.0, float("inf")], [0.0, 1.0]])
+    got = ex.compare_logits(reference, logits)
+    # row 1: argmax picks the NaN (index 0 = the reference's) and row 2 the inf (index 1): neither counts
+    assert got == {"max_abs_logit_diff": 1.0, "top1_agreement": 0.25, "nonfinite_outputs": 2}
+    assert ex.compare_logits(reference, torch.full_like(reference, float("nan")))["max_abs_logit_diff"] is None
+    images = torch.zeros(4, 1, 2, 2, dtype=torch.uint8)
+    labels = reference.argmax(1)
+    assert ex.accuracy(lambda x: logits[: len(x)], images, labels, batch_size=4) == 0.25
+
+
+def test_nan_outputs_fail_the_export_with_a_strict_json_report(trained_run, tmp_path, capsys):
+    # Finite weights that still give NaN: a negative running variance (sqrt of it in BatchNorm).
+    run = copy_run(trained_run, tmp_path / "run")
+    edit_weights(run, lambda state: state[next(k for k in state if k.endswith("running_var"))].fill_(-1.0))
+    out = tmp_path / "out"
+    assert ex.main([str(run), "--formats", "ptl", "--out", str(out), "--parity-samples", "16", "--threads", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "do not ship" in err and "model.ptl outputs NaN or inf for 16 of the 16 compared images" in err
+
+    def refuse(constant):
+        raise AssertionError(f"parity.json holds the non-JSON constant {constant}")
+
+    report = json.loads((out / "parity.json").read_text(), parse_constant=refuse)
+    rows = {row["artefact"]: row for row in report["rows"]}
+    assert rows["ptl"]["top1_agreement"] == 0.0 and rows["ptl"]["test_accuracy"] == 0.0
+    assert rows["ptl"]["max_abs_logit_diff"] is None and rows["ptl"]["nonfinite_outputs"] == 16
+    assert len(report["failures"]) == 2  # eager computes NaN too: the weights are broken, not the export
+    assert "FAILED" in (out / "parity.md").read_text()
+
+
+def test_strict_json_maps_nan_to_null(tmp_path):
+    ex._write_json(tmp_path / "x.json", {"a": float("nan"), "b": [1.0, float("-inf")], "c": {"d": 2}})
+    assert json.loads((tmp_path / "x.json").read_text()) == {"a": None, "b": [1.0, None], "c": {"d": 2}}
+
+
+def test_parity_md_words_the_sign_of_the_int8_change(tmp_path):
+    row = {"artefact": "pte", "file": "model.pte", "size_bytes": 1, "max_abs_logit_diff": 0.0, "top1_agreement": 1.0,
+           "test_accuracy": 0.9, "latency_ms_median": None, "evaluated_with": "x"}  # fmt: skip
+    report = {"dataset": "mnist", "experiment": "e", "parity_samples": 1, "test_images": 1, "latency_runs": 0,
+              "threads": {"torch": 1, "executorch": 1, "onnxruntime": None}, "rows": [row]}  # fmt: skip
+    for drop, words in ((-0.04, "0.04 points of test accuracy gained"), (0.5, "0.50 points of test accuracy lost"),
+                        (0.0, "no change in test accuracy")):
+        report["int8"] = {"accuracy_drop_points": drop, "max_drop_points": 1.0, "within_budget": True}
+        ex.write_parity(report, tmp_path)
+        text = (tmp_path / "parity.md").read_text()
+        assert f"int8 vs fp32 .pte: {words}" in text and "-0.04" not in text
+
+
+class TinyRGB(torch.nn.Module):
+    """The layer kinds that broke channels_last lowering: a 3-channel stem, depthwise and 1x1 convs."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.dw = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.pw = torch.nn.Conv2d(8, 16, 1)
+        self.fc = torch.nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = F.hardswish(self.pw(F.hardswish(self.dw(self.stem(x)))))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+def test_channels_last_model_lowers_fully_delegated(tmp_path):
+    needs_export_extras()
+    torch.manual_seed(0)
+    model = TinyRGB().eval().to(memory_format=torch.channels_last)  # as train(..., return_model=True) returns it
+    wrapper = ex.RawPixelModel(model, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), image_size_in=8, image_size=8).eval()
+    report = ex.export_pte(wrapper, tmp_path / "m.pte")
+    assert report["fully_delegated"] and report["non_delegated_by_op"].get("aten.as_strided_copy.default") is None
+    x = torch.rand(3, 3, 8, 8)
+    with torch.inference_mode():
+        expected = wrapper(x)
+    assert (ex.PteRunner(tmp_path / "m.pte")(x) - expected).abs().max().item() <= 1e-5
+    assert model.stem.weight.is_contiguous(memory_format=torch.channels_last)  # the caller's model is untouched
+
+
+def test_onnx_writes_the_opset_asked_or_refuses(tmp_path):
+    needs_export_extras()
+    import onnx
+
+    torch.manual_seed(0)
+    wrapper = ex.RawPixelModel(TinyRGB().eval(), (0.5,) * 3, (0.25,) * 3, image_size_in=8, image_size=8).eval()
+    how = ex.export_onnx(wrapper, tmp_path / "m11.onnx", (1, 3, 8, 8), opset=11)
+    assert "opset 11" in how and "TorchScript" in how
+    assert [o.version for o in onnx.load(str(tmp_path / "m11.onnx")).opset_import if o.domain in ("", "ai.onnx")] == [11]
+    x = torch.rand(2, 3, 8, 8)
+    with torch.inference_mode():
+        assert (ex.OnnxRunner(tmp_path / "m11.onnx")(x) - wrapper(x)).abs().max().item() <= 1e-5
+    with pytest.raises(ex.ExportError, match="opset 5"):
+        ex.export_onnx(wrapper, tmp_path / "m5.onnx", (1, 3, 8, 8), opset=5)
+    assert not (tmp_path / "m5.onnx").exists()
+
+
+def test_shared_export_reports_the_files_own_opset(exported):
+    assert ex.onnx_opset(exported.out / "model.onnx") == ex.ONNX_OPSET
+    manifest = json.loads((exported.out / "model.json").read_text())
+    assert f"opset {ex.ONNX_OPSET} (read from the file)" in manifest["notes"]["onnx"]
+
+
+def test_files_follow_the_umask(exported, tmp_path):
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for path in exported.out.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask, path.name
+    old = os.umask(0o027)
+    try:
+        ex._write_bytes(tmp_path / "f.bin", b"x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "f.bin").stat().st_mode) == 0o640
+
+
+def test_model_json_records_each_files_sha256(exported):
+    manifest = json.loads((exported.out / "model.json").read_text())
+    assert set(manifest["sha256"]) == set(manifest["files"].values())
+    for name, digest in manifest["sha256"].items():
+        assert digest == hashlib.sha256((exported.out / name).read_bytes()).hexdigest()
+    assert ex.verify_files(exported.out, manifest, manifest["files"].values()) == []
+
+
+def test_latency_is_opt_in_and_readers_cope_without_it(tmp_path):
+    from mnv3 import reports
+
+    assert ex.measure_latency(lambda x: x, torch.zeros(1), runs=0) == ex.NOT_TIMED
+    rows = [{"artefact": name, "file": None if name == "eager" else f"m.{name}", "size_bytes": None if name == "eager" else 10,
+             "max_abs_logit_diff": 0.0, "top1_agreement": 1.0, "test_accuracy": 0.9, "compared_at_batch": 1,
+             "evaluated_with": "x", **ex.NOT_TIMED} for name in ("eager", "pte")]  # fmt: skip
+    report = {"dataset": "mnist", "experiment": "e", "parity_samples": 1, "test_images": 1, "latency_runs": 0,
+              "threads": {"torch": 1, "executorch": 1, "onnxruntime": None}, "rows": rows}  # fmt: skip
+    ex.write_parity(report, tmp_path)
+    assert "Latency: not timed here (`make bench`" in (tmp_path / "parity.md").read_text()
+    assert json.loads((tmp_path / "parity.json").read_text())["rows"][1]["latency_ms_median"] is None
+    frame = reports.load_parity(tmp_path)  # what notebook 06 reads
+    assert frame["latency_ms_median"].isna().all() and frame["latency_vs_eager"].isna().all()
+    assert set(reports.parity_table(frame)["latency median (ms)"]) == {"—"}
+    import matplotlib
+
+    matplotlib.use("Agg")
+    reports.plot_parity(frame)
+
+
+def test_int8_keeps_the_asked_layers_in_fp32_inside_the_delegate(tmp_path):
+    needs_export_extras()
+    torch.manual_seed(0)
+    wrapper = ex.RawPixelModel(TinyRGB().eval(), (0.5,) * 3, (0.25,) * 3, image_size_in=8, image_size=8).eval()
+    quantized = ex.quantize_int8(wrapper, torch.rand(8, 3, 8, 8), batch_size=4, keep_fp32=["model.fc"])
+
+    def weight_source(op):
+        node = next(n for n in quantized.graph.nodes if n.op == "call_function" and op in str(n.target))
+        return str(node.args[1].target) if node.args[1].op == "call_function" else node.args[1].op
+
+    assert "dequantize" in weight_source("conv2d")  # int8 weights
+    assert "dequantize" not in weight_source("linear")  # the kept layer: float weights
+    report = ex.export_pte_int8(quantized, tmp_path / "q.pte", (1, 3, 8, 8))
+    assert report["fully_delegated"] and report["delegated_by_op"].get("aten.linear.default") == 1
+    small = ex.RawPixelModel(build_model("small", num_classes=10), (0.5,) * 3, (0.25,) * 3)
+    se = ex.fp32_module_names(small, ["se"])
+    assert len(se) == sum(b.se for b in small.model.spec.blocks) and all(name.startswith("model.features.") for name in se)
+    assert ex.fp32_module_names(small, ["classifier"]) == ["model.classifier"]
+    with pytest.raises(ex.ExportError, match="valid: se, classifier, first_block, or a module name"):
+        ex.fp32_module_names(small, ["hardsigmoid"])

@@ -229,7 +229,7 @@ def test_export_page_tables(report_run):
     # the int8 budget, stated from the accuracies
     drop = 100 * (rows["pte"]["test_accuracy"] - rows["pte-int8"]["test_accuracy"])
     assert f"{abs(drop):.2f} points" in html if drop else "loses nothing" in html
-    assert ("Budget met" if drop <= 1.0 else "Budget not met") in html
+    assert ("Budget met" if drop <= 0.5 else "Budget not met") in html
     # the XNNPACK delegation of both programs, and the ops inside the delegate
     delegation = html_table(html, "fully delegated")
     for label in ("ExecuTorch .pte fp32", "ExecuTorch .pte int8"):
@@ -597,9 +597,10 @@ def test_make_export_and_android_assets(tmp_path):
     os.utime(quick / "cifar10_large_s1" / "test.json", (1e9, 1e9))
     out = _make("export", f"TRAIN_OUT={tmp_path}", "MNV3_DATA_MIRROR=/m")
     for name in ("mnist_small", "cifar10_small_s1"):
-        assert f"-m mnv3.export {quick}/{name} --data-root data --data-mirror /m --latency-runs 30 --parity-samples 128" in out
+        assert f"-m mnv3.export {quick}/{name} --data-root data --data-mirror /m --parity-samples 128" in out
     assert "cifar10_small_s2" not in out and "cifar10_large_s1" not in out  # no run; exported already
-    assert "--latency-runs" not in _make("export", f"TRAIN_OUT={tmp_path}", "EXPORT_ARGS=")
+    assert "--parity-samples" not in _make("export", f"TRAIN_OUT={tmp_path}", "EXPORT_ARGS=")
+    assert "--latency-runs" not in out  # latency is timed by make bench, not during export
     assets = _make("android-assets", f"TRAIN_OUT={tmp_path}")
     assert f"-m mnv3.export {quick}/mnist_small" in assets  # its export first
     assert f"-m mnv3.export android-assets --mnist {quick}/mnist_small --cifar {quick}/cifar10_small_s1 --data-root data" in assets

@@ -189,9 +189,9 @@ def test_parity_sentence_words_the_sign(tmp_path):
         write_parity(report, tmp_path)
         return next(line for line in (tmp_path / "parity.md").read_text().splitlines() if line.startswith("int8"))
 
-    assert "test accuracy gains 0.04 points" in sentence(-0.04) and "lost " not in sentence(-0.04).split("(")[0]
-    assert "test accuracy loses 1.31 points (OVER" in sentence(1.31)
-    assert "loses nothing" in sentence(0.0)
+    assert "0.04 points of test accuracy gained" in sentence(-0.04) and "lost " not in sentence(-0.04).split("(")[0]
+    assert "1.31 points of test accuracy lost (OVER" in sentence(1.31)
+    assert "no change in test accuracy" in sentence(0.0)
 
 
 # ------------------------------------------------------------------------------ Makefile
