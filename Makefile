@@ -133,5 +133,5 @@ gpu-mirror: ## copy the dataset mirror into .mirror/ for the offline GPU machine
 # API, then run its JVM unit tests (scripts/android_check.sh --help). Fetches its tools once into
 # .cache/android-check/ (about 130 MB); tests/test_android.py runs it in `make test`.
 .PHONY: android-check
-android-check:
+android-check: ## compile the Android app against android.jar and ExecuTorch's Java API, run its JVM unit tests
 	bash scripts/android_check.sh

@@ -38,6 +38,7 @@ __all__ = [
     "evaluation_weights",
     "load_run",
     "check_model_config",
+    "model_with_weights",
     "write_json_atomic",
     "write_bytes_atomic",
     "CHECKPOINT_FORMAT",
@@ -220,10 +221,24 @@ def _describe(model_config: dict[str, Any]) -> str:
 def check_model_config(found: dict[str, Any], expected: dict[str, Any], *, where: str, expected_from: str) -> None:
     """Raise CheckpointError when a checkpoint's model is not the one its run describes."""
     if found != expected:
+        differ = sorted(k for k in set(found) | set(expected) if found.get(k) != expected.get(k))
+        detail = "; ".join(
+            f"{k}: {found.get(k)!r} against {expected.get(k)!r}" if k != "spec" else "spec: other layer rows" for k in differ
+        )
         raise CheckpointError(
             f"{where}: holds the weights of {_describe(found)}, but {expected_from} describes "
-            f"{_describe(expected)}. The file belongs to another run; put it back where it came from."
+            f"{_describe(expected)} ({detail}). The file belongs to another run; put it back where it came from."
         )
+
+
+def model_with_weights(model_config: dict[str, Any], state_dict: dict[str, torch.Tensor], *, where: str) -> MobileNetV3:
+    """``model_from_config`` with ``state_dict`` loaded (as fp32); CheckpointError when they do not fit."""
+    model = model_from_config(model_config)
+    try:
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()})
+    except RuntimeError as err:
+        raise CheckpointError(f"{where}: its weights do not fit its own model config ({_first_line(err)}); the file is damaged or mixed up.") from None
+    return model
 
 
 def load_run(run_dir: str | Path, which: str = "best", map_location: str | torch.device = "cpu") -> tuple[MobileNetV3, dict[str, Any]]:
@@ -249,6 +264,4 @@ def load_run(run_dir: str | Path, which: str = "best", map_location: str | torch
     payload = load_weights(path) if path.suffix == ".safetensors" else load_checkpoint(path, map_location=map_location)
     if "model" in config:
         check_model_config(payload["model_config"], config["model"], where=str(path), expected_from=str(config_path))
-    model = model_from_config(payload["model_config"])
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in evaluation_weights(payload).items()})
-    return model.eval(), config
+    return model_with_weights(payload["model_config"], evaluation_weights(payload), where=str(path)).eval(), config

@@ -54,6 +54,13 @@ class Experiment:
 PROFILES = ("quick", "full")
 # Fields that take one of a few words.
 CHOICES = {"amp": ("bf16", "fp16", "off"), "auto_augment": ("none", "trivialaugment", "autoaugment", "randaugment")}
+# Numeric fields and the interval they must lie in: (low, high, whether low itself is allowed).
+RANGES = {
+    "lr": (0.0, float("inf"), False), "lr_reference_batch": (0, float("inf"), True), "momentum": (0.0, 1.0, True),
+    "weight_decay": (0.0, float("inf"), True), "label_smoothing": (0.0, 1.0, True), "ema_decay": (0.0, 1.0, True),
+    "cutout": (0, float("inf"), True), "epochs": (1, float("inf"), True), "batch_size": (1, float("inf"), True),
+    "warmup_epochs": (0.0, float("inf"), True), "bn_momentum": (0.0, 1.0, True), "max_train_samples": (0, float("inf"), True),
+}  # fmt: skip
 
 _BASE = {
     "mnist_small": Experiment(dataset="mnist", arch="small", lr=0.2, weight_decay=5e-5),
@@ -103,6 +110,11 @@ def get_experiment(name: str, profile: str = "quick", **overrides) -> Experiment
     for key, allowed in CHOICES.items():
         if key in overrides and overrides[key] not in allowed:
             raise ValueError(f"--{key.replace('_', '-')} {overrides[key]!r} is not one of: {', '.join(allowed)}.")
+    for key, (low, high, closed) in RANGES.items():
+        value = overrides.get(key)
+        if value is not None and not ((low <= value if closed else low < value) and value < high):
+            side = "[" if closed else "("
+            raise ValueError(f"--{key.replace('_', '-')} {value!r} is outside {side}{low:g}, {high:g}).")
     if "dataset" in overrides:
         overrides = {**overrides, "dataset": canonical_dataset_name(overrides["dataset"])}
     return dataclasses.replace(_BASE[name], **{**_PROFILE_OVERRIDES[profile][name], **overrides})

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError, check_model_config, evaluation_weights, load_checkpoint, load_weights, save_weights, weights_file, write_json_atomic
+from .checkpoint import CheckpointError, check_model_config, evaluation_weights, load_checkpoint, model_with_weights, load_weights, save_weights, weights_file, write_json_atomic
 
 __all__ = ["publish_run", "relative_paths"]
 
@@ -67,6 +67,7 @@ def publish_run(run_dir: str | Path, dest: str | Path, dtype: torch.dtype = torc
     config = json.loads((run_dir / "config.json").read_text())
     best = load_weights(source) if source.suffix == ".safetensors" else load_checkpoint(source)
     check_model_config(best["model_config"], config["model"], where=str(source), expected_from=str(run_dir / "config.json"))
+    model_with_weights(best["model_config"], evaluation_weights(best), where=str(source))  # refuse what would not load
     dest.mkdir(parents=True, exist_ok=True)
     for name in COPIED + tuple(n for n in OPTIONAL if (run_dir / n).is_file()):
         if (run_dir / name).resolve() != (dest / name).resolve():
@@ -89,7 +90,7 @@ def _publish_unfinished(run_dir: Path, dest: Path) -> Path:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m mnv3.publish",
-        description="Copy finished runs (SRC/<experiment>/) into committable result folders (DEST/<experiment>/).",
+        description="Copy finished runs (SRC/<name>/) into committable result folders (DEST/<name>/).",
         epilog="example: python -m mnv3.publish runs/full reports/full/runs",
     )
     parser.add_argument("src", help="a run folder, or a folder of run folders (e.g. runs/full)")
@@ -105,13 +106,17 @@ def main(argv: list[str] | None = None) -> None:
     if not runs:
         print(f"error: no run folders (with config.json) in {src}", file=sys.stderr)
         raise SystemExit(2)
-    try:
-        for run in runs:
+    failed = 0
+    for run in runs:  # every run is tried; one that cannot be published does not stop the others
+        try:
             out = publish_run(run, Path(args.dest) / run.name, unfinished=args.unfinished)
             print(f"{run} -> {out}" + ("" if (out / "test.json").is_file() else " (unfinished: no weights)"))
-    except CheckpointError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        except CheckpointError as err:
+            print(f"error: {err}", file=sys.stderr)
+            failed += 1
+    if failed:
+        print(f"{failed} of {len(runs)} run(s) not published", file=sys.stderr)
+        raise SystemExit(2)
 
 
 if __name__ == "__main__":

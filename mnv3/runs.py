@@ -92,6 +92,10 @@ class RunLock:
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor releases the flock
             self._fd = None
+            # A run refused before it wrote anything leaves no empty folder behind.
+            if [p.name for p in self.path.parent.iterdir()] == [LOCK_FILE]:
+                self.path.unlink(missing_ok=True)
+                self.path.parent.rmdir()
 
     def __enter__(self) -> "RunLock":
         return self.acquire()

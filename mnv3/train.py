@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--experiment", required=True, metavar="NAME", help=f"one of: {', '.join(EXPERIMENTS)}")
     parser.add_argument("--profile", default="quick", metavar="NAME", help=f"one of: {', '.join(PROFILES)} (default quick)")
-    parser.add_argument("--out", default="runs", help="root of run folders; the run lands in OUT/<profile>/<experiment> (default runs)")
+    parser.add_argument("--out", default="runs", help="root of run folders; the run lands in OUT/<profile>/<name> (default runs; see --name)")
     parser.add_argument("--seed", type=int, default=0, help="seed for initialisation, shuffling, augmentation and dropout")
     parser.add_argument("--resume", action="store_true", help="continue the run from its last.pt")
     parser.add_argument("--data-root", default="data", help="where datasets are downloaded and cached (default data)")
@@ -121,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Experiment]:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
     if args.ddp_timeout <= 0:
         parser.error(f"--ddp-timeout must be a positive number of seconds, got {args.ddp_timeout:g}")
     if unknown:
@@ -325,8 +327,11 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
                 print(f"{run_dir} is finished ({run_dir / 'test.json'}); nothing to resume, nothing changed.", flush=True)
                 return (run_dir, None) if return_model else run_dir
             if not args.resume and any((run_dir / f).is_file() for f in ("last.pt", "best.pt", "test.json")):
+                finished = (run_dir / "test.json").is_file()
                 raise CheckpointError(
-                    f"{run_dir} already holds a run. Pass --resume to continue it, or choose another --out or --name."
+                    f"{run_dir} already holds a {'finished run (test.json)' if finished else 'run'}. "
+                    + ("Choose another --out or --name, or delete the folder to retrain it." if finished
+                       else "Pass --resume to continue it, or choose another --out or --name.")
                 )
             if args.resume and not (run_dir / "last.pt").is_file():
                 raise CheckpointError(f"{run_dir / 'last.pt'}: nothing to resume. Start the run without --resume.")
@@ -542,6 +547,11 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
                     "epoch_seconds": partial["seconds"],
                     "images_per_sec": seen * world_size / max(1e-9, partial["seconds"]),
                 }
+                if not math.isfinite(val_loss):
+                    raise NonFiniteLossError(
+                        f"the validation loss became non-finite after epoch {epoch + 1} (training loss "
+                        f"{row['train_loss']:.4f}); stopped before writing this epoch. Lower --lr, or check --ema-decay."
+                    )
                 history.append(row)
                 improved = val_acc > best_val
                 if improved:

@@ -63,7 +63,10 @@ def test_an_override_never_replaces_the_profile_run(finished, tmp_path):
 
 
 def test_fresh_run_over_an_existing_run_is_refused(finished, tmp_path, capsys):
-    copy_run(finished, tmp_path)
+    run_dir = copy_run(finished, tmp_path)
+    err = fails(capsys, tmp_path)
+    assert "already holds a finished run" in err and "--name" in err and "--resume" not in err
+    (run_dir / "test.json").unlink()
     err = fails(capsys, tmp_path)
     assert "already holds a run" in err and "--resume" in err and "--name" in err
 
@@ -208,3 +211,31 @@ def test_ablation_table_reads_validation_not_test(finished, tmp_path):
     assert len(rows) == 1 and rows[0]["best_val_acc"] == pytest.approx(best) and rows[0]["epochs_done"] == 2
     assert rows[0]["overrides"] == {"dataset": "synthetic", "batch_size": 64, "max_train_samples": 384}
     assert f"{100 * best:.2f}%" in ablation_table(rows)
+
+
+def test_out_of_range_fields_and_mixed_up_weights_fail_in_one_line(finished, tmp_path, capsys):
+    from mnv3.checkpoint import CheckpointError, load_run
+    from mnv3.model import build_model
+    from mnv3.publish import publish_run
+
+    for flag, value in (("--ema-decay", "1.5"), ("--cutout", "-3"), ("--lr", "-1"), ("--threads", "0")):
+        with pytest.raises(SystemExit):
+            main(["--experiment", "mnist_small", flag, value])
+        assert flag in capsys.readouterr().err
+    run_dir = copy_run(finished, tmp_path)
+    config = json.loads((run_dir / "config.json").read_text())
+    large = build_model("large", num_classes=10, in_channels=1)
+    torch.save({"format": "mnv3-checkpoint", "model_config": config["model"], "model": large.state_dict(), "epoch": 2}, run_dir / "best.pt")
+    with pytest.raises(CheckpointError, match="do not fit its own model config"):
+        load_run(run_dir)
+    with pytest.raises(CheckpointError, match="do not fit its own model config"):
+        publish_run(run_dir, tmp_path / "out")
+    other = dict(config["model"], dropout=0.3)
+    torch.save({"format": "mnv3-checkpoint", "model_config": other, "model": {}, "epoch": 2}, run_dir / "best.pt")
+    with pytest.raises(CheckpointError, match="dropout: 0.3 against 0.2"):
+        load_run(run_dir)
+
+
+def test_a_refused_run_leaves_no_empty_folder(tmp_path, capsys):
+    fails(capsys, tmp_path, "--resume")
+    assert not (tmp_path / "quick" / "mnist_small").exists()
