@@ -209,8 +209,8 @@ NOTEBOOKS: list[Notebook] = [
         "06_export",
         "Export to ExecuTorch",
         "Each exported file (ExecuTorch fp32 and int8, TorchScript lite, ONNX) against eager PyTorch: logit "
-        "difference, top-1 agreement, test accuracy, size and CPU latency; the int8 accuracy budget, the "
-        "XNNPACK delegation and model.json.",
+        "difference, top-1 agreement, test accuracy and size (CPU latency only when asked; make bench times "
+        "these programs); the int8 accuracy budget, the XNNPACK delegation and model.json.",
         per_experiment=True,
         # Reads RUN/export/parity.json and model.json; never exports headlessly (`make export` does).
         parameters={"launch_export": False},
