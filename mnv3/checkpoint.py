@@ -17,6 +17,7 @@ timm and Hugging Face use for committed weights; a legacy ``final.pt`` is still 
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import tempfile
@@ -101,9 +102,21 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     _atomic_write(Path(path), lambda f: torch.save({"format": CHECKPOINT_FORMAT, **payload}, f))
 
 
+def _finite_or_none(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None (JSON null), recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
 def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write ``data`` as strict JSON (NaN and inf are refused with ValueError), atomically."""
-    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
+    """Write ``data`` as strict JSON, atomically. RFC 8259 has no NaN or Infinity: such values are
+    written as null, which every JSON reader accepts (Python's json would write a bare NaN)."""
+    text = json.dumps(_finite_or_none(data), indent=2, allow_nan=False) + "\n"
     _atomic_write(Path(path), lambda f: f.write(text.encode()))
 
 

@@ -40,7 +40,6 @@ import importlib.metadata
 import itertools
 import json
 import logging
-import math
 import os
 import shutil
 import statistics
@@ -57,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import CheckpointError, load_run, weights_file
+from .checkpoint import CheckpointError, load_run, weights_file, write_json_atomic
 from .data import DataUnavailableError, DatasetInfo, dataset_info, load_split
 
 __all__ = [
@@ -468,23 +467,6 @@ def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
 
 def _write_bytes(path: Path, data: bytes) -> None:
     _write_atomic(path, lambda tmp: tmp.write_bytes(data))
-
-
-def _finite_or_none(value: Any) -> Any:
-    """``value`` with every NaN or infinite float replaced by None (JSON null), recursively."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_or_none(v) for v in value]
-    return value
-
-
-def _write_json(path: Path, data: Any) -> None:
-    """Strict JSON (RFC 8259 has no NaN or Infinity: such values are written as null), atomically."""
-    text = json.dumps(_finite_or_none(data), indent=2, allow_nan=False) + "\n"
-    _write_bytes(Path(path), text.encode())
 
 
 def export_pte(
@@ -991,7 +973,7 @@ def _fmt(value: Any, spec: str) -> str:
 def write_parity(report: dict[str, Any], out_dir: str | Path) -> None:
     """Write ``parity.json`` and the markdown table ``parity.md``."""
     out_dir = Path(out_dir)
-    _write_json(out_dir / "parity.json", report)
+    write_json_atomic(out_dir / "parity.json", report)
     threads = report["threads"]
     latency = (
         f"Latency: batch 1, median of {report['latency_runs']} runs after warm-up, CPU threads: torch "
@@ -1184,7 +1166,7 @@ def _export_run(
         extra={"model": {"arch": config.get("model", {}).get("spec", {}).get("name"), "trained_image_size": wrapper.image_size},
                "notes": notes},
     )  # fmt: skip
-    _write_json(out_dir / "model.json", manifest)
+    write_json_atomic(out_dir / "model.json", manifest)
 
     parity = None
     if not skip_parity:
@@ -1382,7 +1364,7 @@ def _android_dataset(
     manifest = model_manifest(
         info, shape, {"pte": FILE_NAMES["pte"]}, test_accuracy=_test_accuracy(run_dir), source_run=source, folder=dest
     )
-    _write_json(dest / "model.json", manifest)
+    write_json_atomic(dest / "model.json", manifest)
 
     root, mirror = _resolve_data(config, data_root, data_mirror)
     images, labels = load_split(info.name, "test", root=root, mirror=mirror)
@@ -1403,7 +1385,7 @@ def _android_dataset(
             "expected_index": int(logits.argmax()),
             "expected_logits": [float(v) for v in logits],
         })  # fmt: skip
-    _write_json(dest / "golden.json", {"dataset": info.name, "model": FILE_NAMES["pte"], "images": entries})
+    write_json_atomic(dest / "golden.json", {"dataset": info.name, "model": FILE_NAMES["pte"], "images": entries})
     correct = sum(e["expected_index"] == e["label"] for e in entries)
     say(f"  {info.name}: {len(entries)} images, golden.json ({correct}/{len(entries)} predicted right)")
     return dest
