@@ -1394,7 +1394,7 @@ def _document(suite: str, cfg: BenchConfig, env: dict[str, Any], body: dict[str,
 
 def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str, Path]:
     """Run the configured suites; write one JSON per suite into ``cfg.out``; return their paths."""
-    from .checkpoint import write_json_atomic
+    from .files import write_json_atomic
 
     unknown = [s for s in cfg.suites if s not in SUITES]
     if unknown:

@@ -25,11 +25,11 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .checkpoint import write_json_atomic
+from .files import write_json_atomic
 from .data import dataset_info
 from .experiments import get_experiment
 from .model import build_model
-from .runs import machine_record
+from .environment import machine_record
 
 __all__ = ["Measurement", "PLANS", "measure", "run", "main"]
 

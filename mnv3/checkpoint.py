@@ -1,4 +1,4 @@
-"""Checkpoints and run folders: atomic writes, safe loading, and one way to load a trained model.
+"""Checkpoints and run folders: safe loading, and one way to load a trained model.
 
 A run folder (``runs/<profile>/<experiment>/``) holds:
 
@@ -17,16 +17,14 @@ timm and Hugging Face use for committed weights; a legacy ``final.pt`` is still 
 from __future__ import annotations
 
 import json
-import math
-import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .files import save_torch_atomic, write_bytes_atomic, write_json_atomic
 from .model import MobileNetV3, model_from_config
 
 __all__ = [
@@ -40,8 +38,6 @@ __all__ = [
     "load_run",
     "check_model_config",
     "model_with_weights",
-    "write_json_atomic",
-    "write_bytes_atomic",
     "CHECKPOINT_FORMAT",
     "WEIGHTS_FORMAT",
 ]
@@ -61,67 +57,12 @@ class CheckpointError(RuntimeError):
     """A checkpoint or run folder that cannot be used, with what to do about it."""
 
 
-def _umask() -> int:
-    # os.umask can only be read by setting it; set it straight back.
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _atomic_write(path: Path, write) -> None:
-    # Write beside the target and rename: an interrupted run never leaves a half-written file.
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files private; honour the umask like open() does
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def remove_stale_temporaries(folder: str | Path) -> list[Path]:
-    """Delete the ``.<name>.*.tmp`` files that a killed atomic write leaves in ``folder``."""
-    removed = []
-    for tmp in Path(folder).glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
-        removed.append(tmp)
-    return removed
-
-
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """Save ``payload`` (which must hold ``model_config`` and ``model``) atomically.
 
     Raises OSError (e.g. disk full) with the previous file at ``path`` left intact.
     """
-    _atomic_write(Path(path), lambda f: torch.save({"format": CHECKPOINT_FORMAT, **payload}, f))
-
-
-def _finite_or_none(value: Any) -> Any:
-    """``value`` with every NaN or infinite float replaced by None (JSON null), recursively."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_or_none(v) for v in value]
-    return value
-
-
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write ``data`` as strict JSON, atomically. RFC 8259 has no NaN or Infinity: such values are
-    written as null, which every JSON reader accepts (Python's json would write a bare NaN)."""
-    text = json.dumps(_finite_or_none(data), indent=2, allow_nan=False) + "\n"
-    _atomic_write(Path(path), lambda f: f.write(text.encode()))
-
-
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    _atomic_write(Path(path), lambda f: f.write(data))
+    save_torch_atomic({"format": CHECKPOINT_FORMAT, **payload}, path)
 
 
 def _first_line(err: BaseException) -> str:

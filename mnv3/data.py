@@ -36,6 +36,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .files import save_torch_atomic
+
 __all__ = [
     "DATASETS",
     "DataUnavailableError",
@@ -243,7 +245,7 @@ def load_split(
     if problem is not None:
         raise DataUnavailableError(f"{info.name} {split} from the {source}: {problem}; "
                                    "the source files are damaged: replace them with fresh copies")
-    _save_atomically(
+    save_torch_atomic(
         {"format": _CACHE_FORMAT, "images": images, "labels": labels,
          "classes": list(info.classes), "source": source},
         cache,
@@ -303,22 +305,6 @@ def _split_problem(info: DatasetInfo, images: torch.Tensor, labels: torch.Tensor
     if not 0 <= low <= high < info.num_classes:
         return f"labels run from {low} to {high}, outside 0..{info.num_classes - 1}"
     return None
-
-
-def _save_atomically(obj: dict, path: Path) -> None:
-    """torch.save to a temporary file, then rename it into place.
-
-    A crash cannot leave a half-written cache, and DDP ranks decoding at the same time each
-    replace the file with identical content.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per process: no clashes
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _missing_in_mirror(mirror: Path, what: str) -> DataUnavailableError:

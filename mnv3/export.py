@@ -56,7 +56,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import CheckpointError, load_run, weights_file, write_json_atomic
+from .checkpoint import CheckpointError, load_run, weights_file
+from .files import write_json_atomic
 from .data import DataUnavailableError, DatasetInfo, dataset_info, load_split
 
 __all__ = [

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError, check_model_config, evaluation_weights, load_checkpoint, model_with_weights, load_weights, save_weights, weights_file, write_json_atomic
+from .checkpoint import CheckpointError, check_model_config, evaluation_weights, load_checkpoint, model_with_weights, load_weights, save_weights, weights_file
+from .files import write_json_atomic
 
 __all__ = ["publish_run", "relative_paths"]
 

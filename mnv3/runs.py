@@ -10,7 +10,6 @@ import dataclasses
 import errno
 import json
 import os
-import platform
 import re
 import socket
 import time
@@ -19,7 +18,7 @@ from typing import Any
 
 from .experiments import Experiment, get_experiment
 
-__all__ = ["RunLockedError", "run_name", "overrides", "RunLock", "machine_record"]
+__all__ = ["RunLockedError", "run_name", "overrides", "RunLock", "read_metrics", "ablation_rows", "ablation_table"]
 
 LOCK_FILE = ".lock"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=-]*$")
@@ -102,35 +101,6 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine_record(threads: int) -> dict[str, Any]:
-    """What a throughput number and CPU rounding depend on: CPU model and count, torch threads,
-    load average, the instruction set torch's kernels use and any setting that caps it.
-
-    ``load_average`` is the 1-, 5- and 15-minute load when the run started (None where the OS has
-    none); a load near or above ``cpu_count`` means other work shared the machine.
-    """
-    try:
-        load = [round(x, 2) for x in os.getloadavg()]
-    except (OSError, AttributeError):
-        load = None
-    import torch
-
-    # The kernels oneDNN and ATen pick depend on the instruction set, and round differently.
-    isa = {k: os.environ[k] for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_CBWR") if k in os.environ}
-    return {"cpu_model": _cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": threads, "load_average": load,
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "isa_settings": isa}  # fmt: skip
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:

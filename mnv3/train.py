@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import io
 import dataclasses
 import json
 import math
@@ -20,7 +21,6 @@ import os
 import platform
 import shlex
 import signal
-import subprocess
 import sys
 import time
 from datetime import timedelta
@@ -34,11 +34,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import __version__
-from .checkpoint import CheckpointError, check_model_config, evaluation_weights, load_checkpoint, remove_stale_temporaries, save_checkpoint, write_json_atomic
+from .checkpoint import CheckpointError, check_model_config, evaluation_weights, load_checkpoint, save_checkpoint
+from .files import remove_stale_temporaries, write_json_atomic, write_text_atomic
 from .data import DataUnavailableError, auto_augment, cutout, dataset_info, ensure_splits, load_split, prepare_batch, train_val_split, iterate_batches
 from .experiments import EXPERIMENTS, PROFILES, Experiment, get_experiment
 from .model import build_model
-from .runs import RunLock, RunLockedError, machine_record, overrides, run_name
+from .environment import git_commit, machine_record, package_version, versions
+from .runs import RunLock, RunLockedError, overrides, run_name
 from .spec import SpecError
 
 __all__ = ["main", "train", "train_step", "make_optimizer", "compute_loss", "NonFiniteLossError"]
@@ -141,14 +143,6 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Experiment]:
 
 def _step_seed(seed: int, epoch: int, step: int, rank: int) -> int:
     return (seed * 1_000_003 + epoch * 100_003 + step * 101 + rank) % (2**63)
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -263,12 +257,11 @@ def evaluate(model: nn.Module, images, labels, info, image_size, batch_size, dev
 
 
 def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=METRIC_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, text.getvalue())
 
 
 class _StopRequest:
@@ -430,8 +423,8 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
                 "world_size": world_size,
                 "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {threads} threads)",
                 "machine": machine_record(threads),
-                "versions": {"mnv3": __version__, "python": platform.python_version(), "torch": torch.__version__, "torchvision": _torchvision_version()},
-                "git_commit": _git_commit(),
+                "versions": {"mnv3": __version__, **versions(), "torch": torch.__version__, "torchvision": package_version("torchvision")},
+                "git_commit": git_commit(),
                 "data_root": str(args.data_root),
                 "data_mirror": str(args.data_mirror) if args.data_mirror else os.environ.get("MNV3_DATA_MIRROR"),
                 "command": _launch_command(args, exp, world_size, resume=False),
@@ -671,15 +664,6 @@ class _Progress:
         if self.enabled and now - self.last >= self.seconds:
             self.last = now
             print(f"  {where}: loss {stats['loss']:.4f} acc {stats['acc']:.4f}, {stats['img_s']:.0f} img/s", flush=True)
-
-
-def _torchvision_version() -> str | None:
-    try:
-        import torchvision
-
-        return torchvision.__version__
-    except ImportError:
-        return None
 
 
 def _interrupted(run_dir: Path, is_main: bool, args, exp: Experiment, world_size: int, where: str) -> None:

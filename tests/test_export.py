@@ -320,7 +320,7 @@ def test_nan_outputs_fail_the_export_with_a_strict_json_report(trained_run, tmp_
 
 
 def test_strict_json_maps_nan_to_null(tmp_path):
-    from mnv3.checkpoint import write_json_atomic  # the one writer export, training and bench share
+    from mnv3.files import write_json_atomic  # the one writer export, training and bench share
 
     write_json_atomic(tmp_path / "x.json", {"a": float("nan"), "b": [1.0, float("-inf")], "c": {"d": 2}})
     assert json.loads((tmp_path / "x.json").read_text()) == {"a": None, "b": [1.0, None], "c": {"d": 2}}
