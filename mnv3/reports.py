@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from .paths import REPO, repo_path, shown_path
 from .experiments import EXPERIMENTS, PROFILES
 
 __all__ = [
@@ -74,27 +75,8 @@ __all__ = [
     "main",
 ]
 
-REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO / "notebooks"
 KERNEL_NAME = "python3"
-
-
-def repo_path(path: str | Path) -> Path | str:
-    """A notebook's path parameter as a path: relative paths are taken from the repository root,
-    whatever the working folder (papermill from the root, JupyterLab in ``notebooks/``); absolute
-    paths are kept; ``""`` (no path, e.g. no dataset mirror) stays ``""``."""
-    if path in ("", None):
-        return ""
-    path = Path(path).expanduser()
-    return path if path.is_absolute() else REPO / path
-
-
-def shown_path(path: str | Path) -> str:
-    """``path`` as the reports show it: relative to the repository root (``runs/quick``,
-    ``../shared/datasets``), never a machine's absolute layout; ``""`` stays ``""``."""
-    if path in ("", None):
-        return ""
-    return Path(os.path.relpath(Path(path).resolve(), REPO)).as_posix()
 
 # The original project's results (Keras, 2019), quoted by the notebooks and the index.
 ORIGINAL_RESULTS = {
