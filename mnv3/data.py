@@ -40,6 +40,7 @@ from .files import save_torch_atomic
 
 __all__ = [
     "DATASETS",
+    "DATASET_NAMES",
     "DataUnavailableError",
     "DatasetInfo",
     "canonical_dataset_name",
@@ -121,6 +122,8 @@ DATASETS: dict[str, DatasetInfo] = {
         ),
     )
 }  # fmt: skip
+# How reports and tables name each dataset.
+DATASET_NAMES = {"mnist": "MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "fashion_mnist": "Fashion-MNIST", "kmnist": "KMNIST", "synthetic": "synthetic"}
 
 
 # torchvision's class names, and the same names in any case, with or without '_' or '-', name the

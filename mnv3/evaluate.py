@@ -19,6 +19,7 @@ __all__ = [
     "confusion",
     "most_confused_pairs",
     "misclassified",
+    "standout_pairs",
 ]
 
 
@@ -237,3 +238,43 @@ def misclassified(labels: Any, predictions: Any, *, logits: Any = None, limit: i
     if limit is not None:
         wrong = wrong[:limit]
     return [int(i) for i in wrong]
+
+
+# A pair of classes stands out when it holds at least this many mistakes and at least STANDOUT_SHARE
+# times its even share (all mistakes spread evenly over the n(n-1) ordered pairs). Fewer than 3 is
+# within what chance gives a classifier with a handful of mistakes.
+STANDOUT_MIN_COUNT = 3
+STANDOUT_SHARE = 2.0
+
+
+def standout_pairs(cm: Any, class_names: Sequence[str], k: int = 10) -> tuple[list[dict[str, Any]], str]:
+    """The confused pairs that stand out, largest first, and one Markdown sentence about them.
+
+    ``cm``: the confusion matrix (rows true, columns predicted), as mnv3.evaluate.confusion gives.
+    A pair stands out with at least :data:`STANDOUT_MIN_COUNT` mistakes and at least
+    :data:`STANDOUT_SHARE` times the even share. At most ``k`` pairs, but a tie is never cut: all
+    pairs tied with the k-th are kept. The rows are mnv3.evaluate.most_confused_pairs's. When none
+    stands out the list is empty and the sentence says how the mistakes are spread.
+    """
+    import numpy as np
+
+    from .evaluate import most_confused_pairs
+
+    matrix = np.asarray(cm)
+    n = len(class_names)
+    mistakes = int(matrix.sum() - np.trace(matrix))
+    if mistakes == 0:
+        return [], "No test image was misclassified."
+    pairs = most_confused_pairs(matrix, class_names, k=n * n)
+    share = mistakes / (n * (n - 1))
+    threshold = max(STANDOUT_MIN_COUNT, STANDOUT_SHARE * share)
+    standing = [p for p in pairs if p["count"] >= threshold]
+    if len(standing) > k:
+        standing = [p for p in standing if p["count"] >= standing[k - 1]["count"]]
+    rule = (f"a pair stands out with at least {STANDOUT_MIN_COUNT} mistakes and at least {STANDOUT_SHARE:g}x its even share "
+            f"({share:.2f} of the {mistakes:,} mistakes over the {n * (n - 1)} ordered pairs)")
+    if not standing:
+        return [], (f"**No pair stands out**: the {mistakes:,} mistakes are spread over {len(pairs)} pairs, at most "
+                    f"{pairs[0]['count']} in any one ({rule}).")
+    covered = sum(p["count"] for p in standing)
+    return standing, (f"{len(standing)} pair(s) stand out, holding {covered:,} of the {mistakes:,} mistakes ({rule}).")

@@ -1,4 +1,5 @@
-"""The paper's architecture table (Tables 1 and 2 of Howard et al. 2019), computed from a built model.
+"""The paper's architecture table (Tables 1 and 2 of Howard et al. 2019), computed from a built model,
+and what notebook 02 shows of it: totals against the paper and torchvision, and their equivalence.
 
     python -m mnv3.summary small --input-size 224
     python -m mnv3.summary large --num-classes 10 --input-size 32 --drop-first-strides 2
@@ -31,7 +32,8 @@ from torch import nn
 from .layers import HardSwish
 from .model import MobileNetV3, build_model
 
-__all__ = ["MAC_CONVENTION", "summarize", "totals", "format_table", "main"]
+__all__ = ["MAC_CONVENTION", "PAPER_TOTALS", "summarize", "totals", "format_table", "architecture_table", "totals_against_references",
+           "experiment_architectures", "torchvision_equivalence", "main"]
 
 MAC_CONVENTION = (
     "MACs = multiply-adds per image of Conv2d (out_h*out_w*out_ch*in_ch/groups*k*k) and Linear (in*out) "
@@ -290,6 +292,116 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     return 0
+
+
+# Paper, Table 3 (224x224, 1000 classes, width 1.0): millions of parameters and multiply-adds.
+PAPER_TOTALS = {"small": {"params": 2.5e6, "macs": 56e6}, "large": {"params": 5.4e6, "macs": 219e6}}
+
+
+def architecture_table(arch: str, *, input_size: int = 224, num_classes: int = 1000, in_channels: int = 3, drop_first_strides: int = 0):
+    """The paper's table for ``arch``, from its JSON spec: one row per layer with parameters and MACs."""
+    import pandas as pd
+
+
+    model = build_model(arch, num_classes=num_classes, in_channels=in_channels, drop_first_strides=drop_first_strides)
+    rows = summarize(model, input_size)
+    frame = pd.DataFrame(rows)[["input", "operator", "exp_size", "out", "se", "nl", "stride", "params", "macs"]]
+    frame = frame.rename(columns={"exp_size": "exp size", "out": "#out", "se": "SE", "nl": "NL", "stride": "s", "macs": "MACs"})
+    frame["exp size"] = [("-" if v is None else str(v)) for v in (r["exp_size"] for r in rows)]
+    frame["SE"] = ["✓" if r["se"] else "-" for r in rows]
+    frame["NL"] = [r["nl"] or "-" for r in rows]
+    frame.index = range(1, len(frame) + 1)
+    frame.index.name = "row"
+    return frame
+
+
+def totals_against_references(input_size: int = 224, num_classes: int = 1000):
+    """Parameters and MACs of mnv3's Small and Large against the paper and torchvision.
+
+    The paper and the model cards give totals at 224x224 with 1000 classes only; their columns are
+    None for other settings. Parameters are counts, MACs millions.
+    """
+    import pandas as pd
+    import torchvision
+    from torchvision.models import MobileNet_V3_Large_Weights, MobileNet_V3_Small_Weights
+
+
+    weights = {"small": MobileNet_V3_Small_Weights.IMAGENET1K_V1, "large": MobileNet_V3_Large_Weights.IMAGENET1K_V1}
+    builders = {"small": torchvision.models.mobilenet_v3_small, "large": torchvision.models.mobilenet_v3_large}
+    rows = []
+    for arch in ("small", "large"):
+        t = totals(summarize(build_model(arch, num_classes=num_classes), input_size))
+        tv = builders[arch](num_classes=num_classes)  # no weights: nothing is downloaded
+        meta = weights[arch].meta
+        rows.append(
+            {
+                "model": f"MobileNetV3-{arch.capitalize()} 1.0",
+                "mnv3 parameters": t["params"],
+                "torchvision parameters (built)": sum(p.numel() for p in tv.parameters()),
+                "torchvision parameters (model card)": meta["num_params"] if num_classes == 1000 else None,
+                "paper parameters": f"{PAPER_TOTALS[arch]['params'] / 1e6:.1f}M" if num_classes == 1000 else None,
+                "mnv3 MACs (M)": round(t["macs"] / 1e6, 2),
+                "torchvision MACs (M, model card)": round(meta["_ops"] * 1e3, 1) if num_classes == 1000 and input_size == 224 else None,
+                "paper MACs (M)": round(PAPER_TOTALS[arch]["macs"] / 1e6) if num_classes == 1000 and input_size == 224 else None,
+            }
+        )
+    return pd.DataFrame(rows).set_index("model")
+
+
+def experiment_architectures(profile: str = "quick"):
+    """Parameters and MACs of each experiment's model at its image size (10 classes)."""
+    import pandas as pd
+
+    from .data import DATASET_NAMES, dataset_info
+    from .experiments import EXPERIMENTS, get_experiment
+
+    rows = []
+    for name in EXPERIMENTS:
+        exp = get_experiment(name, profile)
+        info = dataset_info(exp.dataset)
+        size = exp.image_size or info.image_size
+        model = build_model(exp.arch, num_classes=info.num_classes, in_channels=info.in_channels,
+                            width_mult=exp.width_mult, drop_first_strides=exp.drop_first_strides)
+        t = totals(summarize(model, size))
+        rows.append({"experiment": name, "dataset": DATASET_NAMES.get(exp.dataset, exp.dataset), "arch": exp.arch,
+                     "input": f"{size}x{size}x{info.in_channels}", "drop_first_strides": exp.drop_first_strides,
+                     "parameters": t["params"], "MACs": t["macs"]})
+    return pd.DataFrame(rows).set_index("experiment")
+
+
+def torchvision_equivalence(arch: str, *, num_classes: int = 1000, input_size: int = 224, batch: int = 2, seed: int = 0) -> dict[str, Any]:
+    """Check, live, that mnv3 and torchvision build the same network.
+
+    A torchvision model with random weights (and BatchNorm statistics) is converted with
+    ``from_torchvision``; both run the same random batch in eval mode. Also checks the state-dict
+    keys and shapes, the parameter counts, and the way back through ``to_torchvision``.
+    """
+    import torch
+    import torchvision
+
+    from .torchvision_compat import from_torchvision, randomize_weights_, to_torchvision
+
+    builders = {"small": torchvision.models.mobilenet_v3_small, "large": torchvision.models.mobilenet_v3_large}
+    torch.manual_seed(seed)
+    tv = builders[arch](num_classes=num_classes).eval()
+    randomize_weights_(tv, seed)
+    ours = from_torchvision(tv).eval()
+    fresh = build_model(arch, num_classes=num_classes)
+    x = torch.randn(batch, 3, input_size, input_size, generator=torch.Generator().manual_seed(seed + 1))
+    with torch.inference_mode():
+        y_tv, y_ours = tv(x), ours(x)
+        y_back = to_torchvision(ours).eval()(x)
+    tv_shapes = {k: tuple(v.shape) for k, v in tv.state_dict().items()}
+    fresh_shapes = {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
+    return {
+        "arch": arch,
+        "same state-dict keys and shapes": tv_shapes == fresh_shapes,
+        "parameters (mnv3)": sum(p.numel() for p in fresh.parameters()),
+        "parameters (torchvision)": sum(p.numel() for p in tv.parameters()),
+        "max |output difference|": float((y_tv - y_ours).abs().max()),
+        "max |difference| after to_torchvision": float((y_tv - y_back).abs().max()),
+        "output scale (max |logit|)": float(y_tv.abs().max()),
+    }
 
 
 if __name__ == "__main__":

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
-import io
 import dataclasses
-import json
 import math
 import os
 import platform
@@ -33,20 +30,17 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import __version__
 from .checkpoint import CheckpointError, check_model_config, evaluation_weights, load_checkpoint, save_checkpoint
-from .files import remove_stale_temporaries, write_json_atomic, write_text_atomic
+from .files import remove_stale_temporaries
 from .data import DataUnavailableError, auto_augment, cutout, dataset_info, ensure_splits, load_split, prepare_batch, train_val_split, iterate_batches
 from .experiments import EXPERIMENTS, PROFILES, Experiment, get_experiment
 from .model import build_model
-from .environment import git_commit, machine_record, package_version, versions
-from .runs import RunLock, RunLockedError, overrides, run_name
+from .runs import RunLock, RunLockedError, load_record, overrides, run_name, run_record, write_metrics, write_record, write_test
 from .spec import SpecError
 
 __all__ = ["main", "train", "train_step", "make_optimizer", "compute_loss", "NonFiniteLossError"]
 
 SPLIT_SEED = 0  # the train/validation split never changes with --seed
-METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "epoch_seconds", "images_per_sec"]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -256,14 +250,6 @@ def evaluate(model: nn.Module, images, labels, info, image_size, batch_size, dev
     return loss_sum.item() / n, correct.item() / n
 
 
-def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=METRIC_FIELDS)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(path, text.getvalue())
-
-
 class _StopRequest:
     """Turns the first Ctrl-C into a request to stop after the current step (a second one kills)."""
 
@@ -407,30 +393,14 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
             if is_main:
                 print(f"resuming {run_dir} at epoch {start_epoch + 1}, step {start_step}", flush=True)
         elif is_main:
-            config = {
-                "experiment": args.experiment,
-                "name": run_dir.name,
-                "profile": args.profile,
-                "fields": dataclasses.asdict(exp),
-                "overrides": overrides(args.experiment, args.profile, exp),
-                "dataset": exp.dataset,
-                "image_size": image_size,
-                "model": model_config,
-                "seed": args.seed,
-                "split_seed": SPLIT_SEED,
-                "train_samples": len(train_x),
-                "val_samples": len(val_x),
-                "world_size": world_size,
-                "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {threads} threads)",
-                "machine": machine_record(threads),
-                "versions": {"mnv3": __version__, **versions(), "torch": torch.__version__, "torchvision": package_version("torchvision")},
-                "git_commit": git_commit(),
-                "data_root": str(args.data_root),
-                "data_mirror": str(args.data_mirror) if args.data_mirror else os.environ.get("MNV3_DATA_MIRROR"),
-                "command": _launch_command(args, exp, world_size, resume=False),
-            }
-            run_dir.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(run_dir / "config.json", config)
+            device_label = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {threads} threads)"
+            write_record(run_dir, run_record(
+                exp, experiment=args.experiment, name=run_dir.name, profile=args.profile, seed=args.seed, split_seed=SPLIT_SEED,
+                image_size=image_size, model_config=model_config, train_samples=len(train_x), val_samples=len(val_x),
+                world_size=world_size, device=device_label, threads=threads, data_root=args.data_root,
+                data_mirror=args.data_mirror or os.environ.get("MNV3_DATA_MIRROR"),
+                command=_launch_command(args, exp, world_size, resume=False),
+            ))  # fmt: skip
 
         def checkpoint(epoch: int, step_in_epoch: int) -> dict[str, Any]:
             return {
@@ -550,7 +520,7 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
                 if improved:
                     best_val, best_epoch = val_acc, epoch + 1
                 if is_main:
-                    _write_metrics(run_dir / "metrics.csv", history)
+                    write_metrics(run_dir, history)
                     state = checkpoint(epoch + 1, 0)
                     # best.pt first: a kill between the two writes leaves best.pt ahead of last.pt,
                     # which resume detects and repairs (best.pt then holds the newer state whole).
@@ -592,9 +562,9 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
                 "epochs": exp.epochs,
                 "train_seconds": sum(r["epoch_seconds"] for r in history),
                 "parameters": sum(p.numel() for p in model.parameters()),
-                "device": json.loads((run_dir / "config.json").read_text())["device"],
+                "device": load_record(run_dir)["device"],
             }
-            write_json_atomic(run_dir / "test.json", result)
+            write_test(run_dir, result)
             print(f"test accuracy {test_acc:.4f} (best epoch {best_epoch}) -> {run_dir / 'test.json'}", flush=True)
         if distributed:
             dist.barrier()

@@ -16,7 +16,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from mnv3 import build_model, model_from_config, reports
+from mnv3 import build_model, model_from_config, paths, reports, runs
 from mnv3.experiments import EXPERIMENTS
 from mnv3.summary import summarize, totals
 
@@ -105,7 +105,7 @@ def test_every_notebook_executes_headlessly(report_run):
         injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
         assert len(injected) == 1
         if "runs_dir" in injected[0].source:
-            assert f'runs_dir = "{reports.shown_path(report_run["runs"])}"' in injected[0].source
+            assert f'runs_dir = "{paths.shown_path(report_run["runs"])}"' in injected[0].source
         if r.notebook.name in ("03_train_mnist", "04_train_cifar10"):
             assert "launch_training = False" in injected[0].source
         if r.notebook.name == "06_export":
@@ -171,7 +171,7 @@ def test_training_pages_list_the_runs(report_run):
         for name in names:
             test = json.loads((report_run["runs"] / name / "test.json").read_text())
             row = next(r for r in rows if r and r[0] == name)
-            assert reports.format_accuracy(test["test_accuracy"]) in row
+            assert runs.format_accuracy(test["test_accuracy"]) in row
         assert "Missing runs" not in html
 
 
@@ -218,7 +218,7 @@ def test_export_page_tables(report_run):
     assert list(rows) == ["eager", "pte", "pte-int8", "ptl", "onnx"]
     for name, row in rows.items():
         shown = table[reports.ARTEFACT_LABELS[name]]
-        assert reports.format_accuracy(row["test_accuracy"]) in shown
+        assert runs.format_accuracy(row["test_accuracy"]) in shown
         assert f"{row['latency_ms_median']:.3f}" in shown
         assert f"{row['max_abs_logit_diff']:.2e}" in shown
         assert f"{100 * row['top1_agreement']:.2f}%" in shown
@@ -264,14 +264,14 @@ def test_unexported_runs_are_named_on_the_index_with_make_export(report_run):
 
 def test_export_page_never_exports_headlessly(trained_run, tmp_path):
     # A run without an export: even with launch_export=True the runner does not execute the notebook.
-    runs = tmp_path / "runs"
-    runs.mkdir()
-    shutil.copytree(trained_run, runs / "mnist_small", ignore=shutil.ignore_patterns("export"))
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    shutil.copytree(trained_run, runs_dir / "mnist_small", ignore=shutil.ignore_patterns("export"))
     nb = reports.notebook_by_name("06_export")
-    results = reports.run_reports("quick", runs_dir=runs, reports_dir=tmp_path / "out", only=["06_export"],
+    results = reports.run_reports("quick", runs_dir=runs_dir, reports_dir=tmp_path / "out", only=["06_export"],
                                   overrides={"launch_export": True}, log=lambda m: None)
     assert [r.status for r in results] == ["missing"] * len(nb.executions())
-    assert not (runs / "mnist_small" / "export").exists()
+    assert not (runs_dir / "mnist_small" / "export").exists()
     assert not (tmp_path / "out" / "06_export-mnist_small.html").exists()
     assert "make export PROFILE=quick" in index_entry((tmp_path / "out" / "index.html").read_text(), "mnist_small (not executed")
 
@@ -283,13 +283,13 @@ def test_interactive_commands_use_absolute_paths(tmp_path, monkeypatch):
 
     (tmp_path / "notebooks").mkdir()
     monkeypatch.chdir(tmp_path / "notebooks")
-    cmd = reports.train_command("mnist_small", "quick", "../runs/quick", data_root="../data", data_mirror="../mirror")
+    cmd = runs.train_command("mnist_small", "quick", "../runs/quick", data_root="../data", data_mirror="../mirror")
     monkeypatch.chdir(tmp_path)
     args, _ = parse_args(cmd[3:])
     assert Path(args.out) / args.profile / args.experiment == tmp_path / "runs" / "quick" / "mnist_small"
     assert Path(args.data_root) == tmp_path / "data" and Path(args.data_mirror) == tmp_path / "mirror"
     with pytest.raises(ValueError, match="runs/full"):
-        reports.train_command("mnist_small", "full", tmp_path / "reports" / "full" / "runs")
+        runs.train_command("mnist_small", "full", tmp_path / "reports" / "full" / "runs")
 
     monkeypatch.chdir(tmp_path / "notebooks")
     cmd = reports.export_command("../runs/quick/mnist_small", data_root="../data", data_mirror="../mirror")
@@ -366,13 +366,13 @@ def _unfinished_copy(run: Path, dest: Path, planned: int) -> Path:
 
 
 def test_unfinished_runs_are_labelled_with_their_curves_and_never_counted(tiny_runs, tmp_path):
-    runs = tmp_path / "runs"
-    shutil.copytree(tiny_runs / "mnist_small", runs / "mnist_small")
+    runs_dir = tmp_path / "runs"
+    shutil.copytree(tiny_runs / "mnist_small", runs_dir / "mnist_small")
     done = len((tiny_runs / "cifar10_small_s1" / "metrics.csv").read_text().splitlines()) - 1
-    _unfinished_copy(tiny_runs / "cifar10_small_s1", runs / "cifar10_small_s1", planned=done + 4)
+    _unfinished_copy(tiny_runs / "cifar10_small_s1", runs_dir / "cifar10_small_s1", planned=done + 4)
     label = f"unfinished (stopped at epoch {done + 1} of {done + 4})"
-    assert reports.run_state(runs / "cifar10_small_s1")["label"] == label
-    results = reports.run_reports("quick", runs_dir=runs, reports_dir=tmp_path / "out", overrides=FAST, log=lambda m: None,
+    assert runs.run_state(runs_dir / "cifar10_small_s1")["label"] == label
+    results = reports.run_reports("quick", runs_dir=runs_dir, reports_dir=tmp_path / "out", overrides=FAST, log=lambda m: None,
                                   only=["03_train_mnist", "04_train_cifar10", "05_evaluate", "06_export"])
     by_name = {r.name: r for r in results}
     assert by_name["04_train_cifar10"].status == "ok"
@@ -399,8 +399,8 @@ def test_shared_stopped_gpu_run_is_labelled(tmp_path):
         pytest.skip(f"the shared GPU runs are absent ({shared.parent.name} beside the checkout)")
     run = tmp_path / "cifar10_small_s1"
     shutil.copytree(shared, run)
-    assert reports.run_state(run)["label"] == "unfinished (stopped at epoch 54 of 60)"
-    row = reports.experiment_summary(run)
+    assert runs.run_state(run)["label"] == "unfinished (stopped at epoch 54 of 60)"
+    row = runs.experiment_summary(run)
     assert row["status"] == "unfinished" and "test_accuracy" not in row and row["epochs_done"] == 53
 
 
@@ -436,7 +436,7 @@ def test_index_links_every_report_and_summarises_every_experiment(report_run):
         model = model_from_config(config["model"])
         t = totals(summarize(model, config["image_size"]))
         row = dict(zip(header, rows[name]))
-        assert row["Test accuracy (pipeline check)"] == reports.format_accuracy(test["test_accuracy"])
+        assert row["Test accuracy (pipeline check)"] == runs.format_accuracy(test["test_accuracy"])
         assert row["Training images"] == f"{config['train_samples']:,}"
         assert row["Parameters"] == f"{t['params']:,}" == f"{test['parameters']:,}"
         assert row["MACs"] == f"{t['macs'] / 1e6:.2f}M"
@@ -451,12 +451,12 @@ def test_index_links_every_report_and_summarises_every_experiment(report_run):
 
 
 def test_experiment_summary_reads_a_run(trained_run, tmp_path):
-    row = reports.experiment_summary(trained_run)
+    row = runs.experiment_summary(trained_run)
     test = json.loads((trained_run / "test.json").read_text())
     assert row["status"] == "ok" and row["experiment"] == "mnist_small"
     assert row["test_accuracy"] == test["test_accuracy"] and row["parameters"] == test["parameters"]
     assert row["macs"] > 0 and row["train_seconds"] == pytest.approx(test["train_seconds"])
-    assert reports.experiment_summary(tmp_path / "nothing") == {"experiment": "nothing", "status": "missing"}
+    assert runs.experiment_summary(tmp_path / "nothing") == {"experiment": "nothing", "status": "missing"}
 
 
 # ------------------------------------------------------------------------------ missing runs, failures
@@ -492,7 +492,7 @@ def test_a_failing_cell_fails_the_run_and_names_notebook_and_cell(tmp_path, monk
                 nbformat.v4.new_code_cell("raise ValueError('boom')"), nbformat.v4.new_code_cell("y = 2")]
     source = tmp_path / "99_broken.ipynb"
     nbformat.write(nb, source)
-    monkeypatch.setattr(reports, "NOTEBOOKS", [reports.Notebook("99_broken", "Broken", source=source)])
+    monkeypatch.setattr(reports.pages, "NOTEBOOKS", [reports.Notebook("99_broken", "Broken", source=source)])
     code = reports.main(["run", "--profile", "quick", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 1

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnv3 import reports
+from mnv3 import evaluate, reports, runs
 from mnv3.mathml import latex_to_mathml, markdown_with_mathml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,25 +38,25 @@ def fake_run(root: Path, name: str, *, epochs_done: int, epochs_planned: int, tr
 
 def test_run_state_labels_stopped_finished_and_missing_runs(tmp_path):
     stopped = fake_run(tmp_path, "a", epochs_done=53, epochs_planned=60, train_samples=45000, finished=False)
-    assert reports.run_state(stopped) == {"status": "unfinished", "epochs_done": 53, "epochs_planned": 60,
+    assert runs.run_state(stopped) == {"status": "unfinished", "epochs_done": 53, "epochs_planned": 60,
                                           "label": "unfinished (stopped at epoch 54 of 60)"}
     all_epochs = fake_run(tmp_path, "b", epochs_done=3, epochs_planned=3, train_samples=100, finished=False)
-    assert reports.run_state(all_epochs)["label"] == "unfinished (all 3 epochs trained, no test evaluation)"
+    assert runs.run_state(all_epochs)["label"] == "unfinished (all 3 epochs trained, no test evaluation)"
     done = fake_run(tmp_path, "c", epochs_done=3, epochs_planned=3, train_samples=100, finished=True)
-    assert reports.run_state(done)["status"] == "ok"
-    assert reports.run_state(tmp_path / "nothing")["status"] == "missing"
+    assert runs.run_state(done)["status"] == "ok"
+    assert runs.run_state(tmp_path / "nothing")["status"] == "missing"
 
 
 def test_evaluating_an_unfinished_run_says_so(tmp_path):
     fake_run(tmp_path, "cifar10_small_s1", epochs_done=2, epochs_planned=5, train_samples=300, finished=False)
-    assert reports.require_run(tmp_path, "cifar10_small_s1", "full") == tmp_path / "cifar10_small_s1"
-    with pytest.raises(reports.MissingRunError, match=r"is unfinished \(stopped at epoch 3 of 5\): it has no test.json"):
-        reports.require_run(tmp_path, "cifar10_small_s1", "full", finished=True)
+    assert runs.require_run(tmp_path, "cifar10_small_s1", "full") == tmp_path / "cifar10_small_s1"
+    with pytest.raises(runs.MissingRunError, match=r"is unfinished \(stopped at epoch 3 of 5\): it has no test.json"):
+        runs.require_run(tmp_path, "cifar10_small_s1", "full", finished=True)
 
 
 def test_runs_table_shows_the_label_instead_of_an_accuracy(tmp_path):
     stopped = fake_run(tmp_path, "cifar10_small_s1", epochs_done=2, epochs_planned=5, train_samples=300, finished=False)
-    table = reports.runs_table({"cifar10_small_s1": stopped})
+    table = runs.runs_table({"cifar10_small_s1": stopped})
     row = table.loc["cifar10_small_s1"]
     assert row["test accuracy"] == "unfinished (stopped at epoch 3 of 5)" and row["epochs"] == "2 of 5"
 
@@ -67,15 +67,15 @@ def test_runs_table_shows_the_label_instead_of_an_accuracy(tmp_path):
 def test_comparison_note_says_plainly_when_runs_differ(tmp_path):
     s2 = fake_run(tmp_path / "x", "s2", epochs_done=2, epochs_planned=2, train_samples=30000, finished=True)
     s1 = fake_run(tmp_path / "x", "s1", epochs_done=1, epochs_planned=1, train_samples=25000, finished=True)
-    note = reports.comparison_note({"s2": s2, "s1": s1}, {"s2": "stride 2", "s1": "stride 1"})
+    note = runs.comparison_note({"s2": s2, "s1": s1}, {"s2": "stride 2", "s1": "stride 1"})
     assert note.startswith("**These runs did not train alike**")
     assert "stride 2: 2 epoch(s) of 30,000 images" in note and "stride 1: 1 epoch(s) of 25,000 images" in note
     a = fake_run(tmp_path / "y", "a", epochs_done=2, epochs_planned=2, train_samples=500, finished=True)
     b = fake_run(tmp_path / "y", "b", epochs_done=2, epochs_planned=2, train_samples=500, finished=True)
-    assert reports.comparison_note({"a": a, "b": b}) == "Like with like: every run here trained for 2 epoch(s) of 500 images."
+    assert runs.comparison_note({"a": a, "b": b}) == "Like with like: every run here trained for 2 epoch(s) of 500 images."
     # the same budget so far, but one run stopped early: not like with like
     c = fake_run(tmp_path / "z", "c", epochs_done=2, epochs_planned=6, train_samples=500, finished=False)
-    note = reports.comparison_note({"a": a, "c": c})
+    note = runs.comparison_note({"a": a, "c": c})
     assert "did not train alike" in note and "unfinished (stopped at epoch 3 of 6)" in note
 
 
@@ -88,7 +88,7 @@ def test_standout_pairs_says_when_no_pair_stands_out():
     for t in range(10):
         cm[t, (t + 1) % 10] = 2
     cm[0, 5] = cm[3, 7] = 1
-    pairs, note = reports.standout_pairs(cm, NAMES, 10)
+    pairs, note = evaluate.standout_pairs(cm, NAMES, 10)
     assert pairs == []
     assert note.startswith("**No pair stands out**") and "22 mistakes" in note and "12 pairs" in note and "at most 2" in note
 
@@ -98,10 +98,10 @@ def test_standout_pairs_lists_the_pairs_that_do_and_never_cuts_a_tie():
     cm[4, 9] = 12  # 4 read as 9: stands out
     cm[7, 1] = cm[3, 5] = 6  # a tie at the cut
     cm[2, 8] = 2
-    pairs, note = reports.standout_pairs(cm, NAMES, 2)
+    pairs, note = evaluate.standout_pairs(cm, NAMES, 2)
     assert [(p["true"], p["predicted"], p["count"]) for p in pairs] == [("4", "9", 12), ("3", "5", 6), ("7", "1", 6)]
     assert note.startswith("3 pair(s) stand out, holding 24 of the 26 mistakes")
-    assert reports.standout_pairs(np.diag([5] * 10), NAMES)[1] == "No test image was misclassified."
+    assert evaluate.standout_pairs(np.diag([5] * 10), NAMES)[1] == "No test image was misclassified."
 
 
 # ------------------------------------------------------------------------------ curves
@@ -114,7 +114,7 @@ def test_one_epoch_runs_are_drawn_as_marked_values_on_a_whole_epoch_axis(tmp_pat
     import matplotlib.pyplot as plt
 
     one = fake_run(tmp_path, "one", epochs_done=1, epochs_planned=1, train_samples=100, finished=True)
-    fig = reports.plot_curves({"one": one})
+    fig = runs.plot_curves({"one": one})
     ax_acc, ax_loss = fig.axes
     lo, hi = ax_acc.get_xlim()
     assert (lo, hi) == (0.5, 1.5) and [t for t in ax_acc.get_xticks() if lo <= t <= hi] == [1.0]  # epoch 1, no 0.96-1.04
@@ -125,7 +125,7 @@ def test_one_epoch_runs_are_drawn_as_marked_values_on_a_whole_epoch_axis(tmp_pat
     plt.close(fig)
     # a stopped run keeps its curve, and its legend says it is unfinished
     stopped = fake_run(tmp_path, "stopped", epochs_done=3, epochs_planned=8, train_samples=100, finished=False)
-    fig = reports.plot_curves({"stopped": stopped})
+    fig = runs.plot_curves({"stopped": stopped})
     assert any("unfinished (stopped at epoch 4 of 8)" in t.get_text() for t in fig.axes[0].get_legend().get_texts())
     assert not fig.axes[0].texts and fig.axes[0].get_xlim() == (0.5, 3.5)
     plt.close(fig)

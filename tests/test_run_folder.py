@@ -211,6 +211,11 @@ def test_ablation_table_reads_validation_not_test(finished, tmp_path):
     assert len(rows) == 1 and rows[0]["best_val_acc"] == pytest.approx(best) and rows[0]["epochs_done"] == 2
     assert rows[0]["overrides"] == {"dataset": "synthetic", "batch_size": 64, "max_train_samples": 384}
     assert f"{100 * best:.2f}%" in ablation_table(rows)
+    experiment = __import__("json").loads((run_dir / "config.json").read_text())["experiment"]
+    assert rows[0]["experiment"] == experiment and f"| {experiment} |" in ablation_table(rows)
+    assert rows[0]["state"] == "finished"
+    (run_dir / "test.json").unlink()  # a stopped run is labelled, never passed off as finished
+    assert "unfinished (all 2 epochs trained, no test evaluation)" in ablation_table(ablation_rows(run_dir.parent))
 
 
 def test_out_of_range_fields_and_mixed_up_weights_fail_in_one_line(finished, tmp_path, capsys):
