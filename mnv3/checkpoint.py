@@ -1,11 +1,7 @@
-"""Checkpoints and run folders: safe loading, and one way to load a trained model.
+"""Checkpoints: safe loading, published weights, and one way to load a trained model.
 
-A run folder (``runs/<profile>/<experiment>/``) holds:
-
-- ``config.json``: the experiment's fields, the model config, seed, versions, git commit, device;
-- ``metrics.csv``: one row per epoch;
-- ``last.pt`` / ``best.pt``: checkpoints (best by validation accuracy);
-- ``test.json``: the final test-set evaluation.
+The run folder these files live in (``config.json``, ``metrics.csv``, ``last.pt``, ``best.pt``,
+``test.json``) is described in :mod:`mnv3.runs`.
 
 A checkpoint is a dict with ``format`` = "mnv3-checkpoint", ``model_config`` (``model.config``)
 and ``model`` (the state dict), plus the training state that ``--resume`` needs. Checkpoints are
@@ -26,6 +22,7 @@ import torch
 
 from .files import save_torch_atomic, write_bytes_atomic, write_json_atomic
 from .model import MobileNetV3, model_from_config
+from .runs import load_record
 
 __all__ = [
     "CheckpointError",
@@ -37,6 +34,9 @@ __all__ = [
     "evaluation_weights",
     "load_run",
     "check_model_config",
+    "check_resume",
+    "repair_checkpoints",
+    "best_epoch_of",
     "model_with_weights",
     "CHECKPOINT_FORMAT",
     "WEIGHTS_FORMAT",
@@ -205,10 +205,9 @@ def load_run(run_dir: str | Path, which: str = "best", map_location: str | torch
     run_dir = Path(run_dir)
     if which not in _WEIGHT_FILES:
         raise ValueError(f"which must be one of {', '.join(_WEIGHT_FILES)}, got {which!r}.")
-    config_path = run_dir / "config.json"
-    if not config_path.is_file():
+    if not (run_dir / "config.json").is_file():
         raise CheckpointError(f"{run_dir}: not a run folder (no config.json). Train one with python -m mnv3.train.")
-    config = json.loads(config_path.read_text())
+    config = load_record(run_dir)
     path = weights_file(run_dir, which)
     if path is None:
         raise CheckpointError(
@@ -217,5 +216,53 @@ def load_run(run_dir: str | Path, which: str = "best", map_location: str | torch
         )
     payload = load_weights(path) if path.suffix == ".safetensors" else load_checkpoint(path, map_location=map_location)
     if "model" in config:
-        check_model_config(payload["model_config"], config["model"], where=str(path), expected_from=str(config_path))
+        check_model_config(payload["model_config"], config["model"], where=str(path), expected_from=str(run_dir / "config.json"))
     return model_with_weights(payload["model_config"], evaluation_weights(payload), where=str(path)).eval(), config
+
+
+def best_epoch_of(history: list[dict[str, Any]]) -> int:
+    """The first epoch of ``history`` (metrics rows) with the highest validation accuracy, 0 for none:
+    training saves best.pt only on a strict gain."""
+    return max(history, key=lambda r: r["val_acc"])["epoch"] if history else 0
+
+
+def _differences(stored: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    return [f"{key} {stored.get(key)!r} -> {now.get(key)!r}" for key in now if stored.get(key) != now.get(key)]
+
+
+def check_resume(state: dict[str, Any], path: Path, fields: dict[str, Any], launch: dict[str, Any], model_config: dict[str, Any]) -> None:
+    """Refuse to resume from ``state`` (read from ``path``) when it was written for another model
+    or with other experiment fields or launch settings; CheckpointError names each difference."""
+    check_model_config(state["model_config"], model_config, where=str(path), expected_from="this launch's experiment")
+    changed = _differences(state.get("experiment", {}), fields)
+    if "launch" in state:  # checkpoints from before the launch was stored cannot be checked
+        changed += _differences(state["launch"], launch)
+    if changed:
+        raise CheckpointError(
+            f"{path}: resume refused, it was written with other settings ({'; '.join(changed)}). "
+            f"Resume with the original settings (see {path.parent / 'config.json'}), or start a new run with --name."
+        )
+
+
+def repair_checkpoints(run_dir: Path) -> None:
+    """Put best.pt and last.pt of ``run_dir`` back in step after a kill between their writes, or
+    raise CheckpointError when neither file holds the best epoch's weights."""
+    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    state = load_checkpoint(last_path)
+    best = load_checkpoint(best_path) if best_path.is_file() else None
+    if best is not None and best["epoch"] > state["epoch"]:
+        # Killed between writing best.pt and last.pt: best.pt is the newer state, whole.
+        print(f"{best_path} is ahead of {last_path} (epoch {best['epoch']} > {state['epoch']}): resuming from it.", flush=True)
+        save_checkpoint(last_path, {k: v for k, v in best.items() if k != "format"})
+        return
+    if not state["history"]:
+        return
+    best_epoch = best_epoch_of(state["history"])
+    if best is None or best["epoch"] != best_epoch:
+        if state["epoch"] != best_epoch:
+            raise CheckpointError(
+                f"{best_path} holds epoch {best['epoch'] if best else 'nothing'}, but {last_path} names epoch {best_epoch} "
+                "as the best, and neither file holds that epoch's weights. Retrain the run (delete the folder)."
+            )
+        print(f"{best_path} did not hold the best epoch ({best_epoch}); restored it from {last_path}.", flush=True)
+        save_checkpoint(best_path, {k: v for k, v in state.items() if k != "format"})

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from .checkpoint import load_run
-from .data import DatasetInfo, dataset_info, load_split, prepare_batch
+from .augment import prepare_batch
+from .data import DatasetInfo, dataset_info, load_split
 
 __all__ = [
     "predict_logits",

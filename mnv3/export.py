@@ -223,7 +223,7 @@ class RawPixelModel(nn.Module):
     """A trained model that takes raw pixels in [0, 1] (float32 N x C x H x W) and returns logits.
 
     ``(x - mean) / std`` runs inside the graph (``mean``/``std`` are buffers, per channel, as in
-    :func:`mnv3.data.prepare_batch`). ``image_size_in`` is the side length of the input the graph
+    :func:`mnv3.augment.prepare_batch`). ``image_size_in`` is the side length of the input the graph
     accepts and ``image_size`` the resolution the model was trained at; when both are given and
     differ, the graph resizes bilinearly after normalising, exactly as ``prepare_batch`` does for
     runs trained on upsampled images. Leave them None to feed the model's own resolution.

@@ -13,7 +13,6 @@ A run published before safetensors (with ``final.pt``) can be given as SRC to co
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -23,6 +22,8 @@ import torch
 
 from .checkpoint import CheckpointError, check_model_config, evaluation_weights, load_checkpoint, model_with_weights, load_weights, save_weights, weights_file
 from .files import write_json_atomic
+from .paths import relative_to_cwd
+from .runs import load_record
 
 __all__ = ["publish_run", "relative_paths"]
 
@@ -32,7 +33,7 @@ PATH_FIELDS = ("data_root", "data_mirror")
 
 
 def _relative(value: str) -> str:
-    return os.path.relpath(value) if os.path.isabs(value) else value
+    return relative_to_cwd(value) if os.path.isabs(value) else value
 
 
 def relative_paths(config: dict) -> dict:
@@ -65,7 +66,7 @@ def publish_run(run_dir: str | Path, dest: str | Path, dtype: torch.dtype = torc
             f"{run_dir}: not a finished run ({', '.join(missing)} missing); let it finish or resume it "
             "(or pass --unfinished to publish its curves without weights)."
         )
-    config = json.loads((run_dir / "config.json").read_text())
+    config = load_record(run_dir)
     best = load_weights(source) if source.suffix == ".safetensors" else load_checkpoint(source)
     check_model_config(best["model_config"], config["model"], where=str(source), expected_from=str(run_dir / "config.json"))
     model_with_weights(best["model_config"], evaluation_weights(best), where=str(source))  # refuse what would not load
@@ -84,7 +85,7 @@ def _publish_unfinished(run_dir: Path, dest: Path) -> Path:
     for name in ("metrics.csv", *OPTIONAL):
         if (run_dir / name).is_file() and (run_dir / name).resolve() != (dest / name).resolve():
             shutil.copyfile(run_dir / name, dest / name)
-    write_json_atomic(dest / "config.json", relative_paths(json.loads((run_dir / "config.json").read_text())))
+    write_json_atomic(dest / "config.json", relative_paths(load_record(run_dir)))
     return dest
 
 

@@ -1,8 +1,15 @@
-"""The run folder: where a run lives, what it is called, who holds it, and what machine it ran on.
+"""The run folder: where a run lives, what it is called, who holds it, what it records, and every
+reader of it.
 
 A run of experiment E under profile P lands in ``OUT/P/NAME``. NAME is E for the profile's own
 settings, and shows the overrides otherwise (``mnist_small-epochs5-lr0.05``), so that a run with
-other settings never replaces the profile's result. ``--name`` chooses it explicitly.
+other settings never replaces the profile's result. ``--name`` chooses it explicitly. It holds:
+
+- ``config.json``: the experiment's fields, the model config, seed, versions, git commit, device
+  and machine (:func:`run_record`);
+- ``metrics.csv``: one row per epoch (:data:`METRIC_FIELDS`);
+- ``last.pt`` / ``best.pt``: checkpoints (best by validation accuracy; :mod:`mnv3.checkpoint`);
+- ``test.json``: the final test-set evaluation, written last: a folder with it is finished.
 """
 from __future__ import annotations
 

@@ -30,9 +30,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import CheckpointError, check_model_config, evaluation_weights, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, best_epoch_of, check_resume, evaluation_weights, load_checkpoint, repair_checkpoints, save_checkpoint
 from .files import remove_stale_temporaries
-from .data import DataUnavailableError, auto_augment, cutout, dataset_info, ensure_splits, load_split, prepare_batch, train_val_split, iterate_batches
+from .augment import auto_augment, cutout, prepare_batch
+from .data import DataUnavailableError, dataset_info, ensure_splits, iterate_batches, load_split, train_val_split
 from .experiments import EXPERIMENTS, PROFILES, Experiment, get_experiment
 from .model import build_model
 from .runs import RunLock, RunLockedError, load_record, overrides, run_name, run_record, write_metrics, write_record, write_test
@@ -375,12 +376,12 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
         if args.resume:
             last_path, fields = run_dir / "last.pt", dataclasses.asdict(exp)
             if is_main:  # check before repairing, so a refused resume changes nothing
-                _check_resume(load_checkpoint(last_path), last_path, fields, launch, model_config)
-                _repair_checkpoints(run_dir)
+                check_resume(load_checkpoint(last_path), last_path, fields, launch, model_config)
+                repair_checkpoints(run_dir)
             if distributed:
                 dist.barrier()  # every rank reads last.pt as rank 0 left it
             state = load_checkpoint(last_path, map_location=device)
-            _check_resume(state, last_path, fields, launch, model_config)
+            check_resume(state, last_path, fields, launch, model_config)
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -389,7 +390,7 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
                 ema.load_state_dict(state["ema"])
             start_epoch, start_step, best_val = state["epoch"], state["step_in_epoch"], state["best_val_acc"]
             history, partial = state["history"], state["partial_epoch"]
-            best_epoch = _best_epoch(history)
+            best_epoch = best_epoch_of(history)
             if is_main:
                 print(f"resuming {run_dir} at epoch {start_epoch + 1}, step {start_step}", flush=True)
         elif is_main:
@@ -573,51 +574,6 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
     finally:
         if lock is not None:
             lock.release()
-
-
-def _best_epoch(history: list[dict[str, Any]]) -> int:
-    # The first epoch with the highest validation accuracy: training saves best.pt only on a strict gain.
-    return max(history, key=lambda r: r["val_acc"])["epoch"] if history else 0
-
-
-def _differences(stored: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    return [f"{key} {stored.get(key)!r} -> {now.get(key)!r}" for key in now if stored.get(key) != now.get(key)]
-
-
-def _check_resume(state: dict[str, Any], path: Path, fields: dict[str, Any], launch: dict[str, Any], model_config: dict[str, Any]) -> None:
-    """Refuse a checkpoint written for another model or with other settings, naming each."""
-    check_model_config(state["model_config"], model_config, where=str(path), expected_from="this launch's experiment")
-    changed = _differences(state.get("experiment", {}), fields)
-    if "launch" in state:  # checkpoints from before the launch was stored cannot be checked
-        changed += _differences(state["launch"], launch)
-    if changed:
-        raise CheckpointError(
-            f"{path}: resume refused, it was written with other settings ({'; '.join(changed)}). "
-            f"Resume with the original settings (see {path.parent / 'config.json'}), or start a new run with --name."
-        )
-
-
-def _repair_checkpoints(run_dir: Path) -> None:
-    """Put best.pt and last.pt back in step after a kill between their writes, or refuse."""
-    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
-    state = load_checkpoint(last_path)
-    best = load_checkpoint(best_path) if best_path.is_file() else None
-    if best is not None and best["epoch"] > state["epoch"]:
-        # Killed between writing best.pt and last.pt: best.pt is the newer state, whole.
-        print(f"{best_path} is ahead of {last_path} (epoch {best['epoch']} > {state['epoch']}): resuming from it.", flush=True)
-        save_checkpoint(last_path, {k: v for k, v in best.items() if k != "format"})
-        return
-    if not state["history"]:
-        return
-    best_epoch = _best_epoch(state["history"])
-    if best is None or best["epoch"] != best_epoch:
-        if state["epoch"] != best_epoch:
-            raise CheckpointError(
-                f"{best_path} holds epoch {best['epoch'] if best else 'nothing'}, but {last_path} names epoch {best_epoch} "
-                "as the best, and neither file holds that epoch's weights. Retrain the run (delete the folder)."
-            )
-        print(f"{best_path} did not hold the best epoch ({best_epoch}); restored it from {last_path}.", flush=True)
-        save_checkpoint(best_path, {k: v for k, v in state.items() if k != "format"})
 
 
 class _Progress:

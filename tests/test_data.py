@@ -19,7 +19,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mnv3 import data
+from mnv3 import augment, data
+from mnv3.augment import prepare_batch
 from mnv3.data import (
     DATASETS,
     DataUnavailableError,
@@ -29,7 +30,6 @@ from mnv3.data import (
     iterate_batches,
     load_split,
     make_synthetic,
-    prepare_batch,
     resolve_mirror,
     train_val_split,
 )
@@ -178,7 +178,7 @@ def test_prepare_batch_cifar_crop_matches_per_sample_reference():
     assert out.shape == images.shape and out.dtype == torch.float32 and out.is_contiguous()
 
     # The same draws, then each sample cropped from its padded source with plain slicing.
-    oy, ox, flips = data._draw_crops(32, 4, True, images.device, torch.Generator().manual_seed(123))
+    oy, ox, flips = augment._draw_crops(32, 4, True, images.device, torch.Generator().manual_seed(123))
     assert 0 <= oy.min() and oy.max() <= 8 and 0 <= ox.min() and ox.max() <= 8
     assert len(set(zip(oy.tolist(), ox.tolist()))) > 10 and 0 < flips.sum() < 32
     padded = F.pad(images, (4, 4, 4, 4))

@@ -23,7 +23,8 @@ from export_fixtures import needs_export_extras
 
 from mnv3 import export as ex
 from mnv3.checkpoint import load_run
-from mnv3.data import dataset_info, make_synthetic, prepare_batch
+from mnv3.augment import prepare_batch
+from mnv3.data import dataset_info, make_synthetic
 from mnv3.model import build_model
 
 ROW_FIELDS = {

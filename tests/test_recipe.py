@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from mnv3.checkpoint import load_checkpoint, load_run
-from mnv3.data import cutout, dataset_info, prepare_batch
+from mnv3.augment import cutout, prepare_batch
+from mnv3.data import dataset_info
 from mnv3.experiments import get_experiment
 from mnv3.model import build_model
 from mnv3.torchvision_compat import randomize_weights_
@@ -73,7 +74,7 @@ def test_ema_run_keeps_and_evaluates_the_average(tmp_path, one_thread):
 
 
 def test_auto_augment_draws_apart_per_group_and_is_seeded():
-    from mnv3.data import auto_augment
+    from mnv3.augment import auto_augment
 
     x = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
     assert auto_augment(x, "none") is x

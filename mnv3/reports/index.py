@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from ..files import write_text_atomic
 from ..paths import shown_path
 from ..runs import format_accuracy, summary_rows, train_hint
 from . import pages
@@ -69,7 +70,7 @@ def write_index(ctx: ReportContext, results: Sequence[ReportResult] = (), notebo
                 result = ReportResult(nb, experiment, page, "earlier" if page.is_file() else "absent")
             entries.append(result)
     index = ctx.reports_dir / "index.html"
-    index.write_text(render_index(ctx, entries, summary_rows(ctx.runs_dir, data_root=ctx.data_root)), encoding="utf-8")
+    write_text_atomic(index, render_index(ctx, entries, summary_rows(ctx.runs_dir, data_root=ctx.data_root)))
     return index
 
 

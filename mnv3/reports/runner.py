@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ..experiments import PROFILES
+from ..files import write_text_atomic
 from ..paths import REPO, shown_path
 from ..runs import run_state, train_hint
 from .pages import RUN_REQUIREMENT, Notebook
@@ -158,7 +159,7 @@ def _to_html(executed: Path, title: str, destination: Path) -> None:
             cell.source = markdown_with_mathml(cell.source)
     # The lab template embeds PNG outputs as base64 data URIs: each page is self-contained.
     body, _ = nbconvert.HTMLExporter().from_notebook_node(nb)
-    destination.write_text(_MATHJAX_BLOCK.sub("", body), encoding="utf-8")
+    write_text_atomic(destination, _MATHJAX_BLOCK.sub("", body))
 
 
 def execute_report(
