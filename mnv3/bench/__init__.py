@@ -87,7 +87,7 @@ __all__ = [
 SCHEMA = "mnv3-bench"
 SCHEMA_VERSION = 1
 SUITES = ("inference", "training", "frontier")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = Path("reports/bench")
 DEFAULT_RUNS_DIR = Path("runs/quick")
 
@@ -261,7 +261,7 @@ def tiny_config(**overrides) -> BenchConfig:
 def tiny_spec_dict() -> dict[str, Any]:
     """Small's stem, its first two bneck rows and a 5x5 h-swish row with SE and a residual, and a
     6x head: every kind of layer in a network that ExecuTorch lowers in seconds."""
-    from .spec import load_spec
+    from ..spec import load_spec
 
     spec = load_spec("small").to_dict()
     spec["name"] = "tiny"
@@ -289,7 +289,7 @@ class ModelCase:
     def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         if self.dataset == "imagenet":
             return IMAGENET_MEAN[: self.in_channels], IMAGENET_STD[: self.in_channels]
-        from .data import dataset_info
+        from ..data import dataset_info
 
         info = dataset_info(self.dataset)
         return info.mean, info.std
@@ -309,7 +309,7 @@ class ModelCase:
 
 
 def _spec_for(arch: str):
-    from .spec import load_spec, spec_from_dict
+    from ..spec import load_spec, spec_from_dict
 
     return spec_from_dict(tiny_spec_dict(), source="<tiny>") if arch == "tiny" else load_spec(arch)
 
@@ -328,8 +328,8 @@ def inference_case(name: str) -> ModelCase:
 
 
 def _experiment_case(name: str) -> ModelCase:
-    from .data import dataset_info
-    from .experiments import EXPERIMENTS, get_experiment
+    from ..data import dataset_info
+    from ..experiments import EXPERIMENTS, get_experiment
 
     if name not in EXPERIMENTS:
         raise ValueError(
@@ -372,8 +372,8 @@ def make_models(case: ModelCase) -> tuple[nn.Module, nn.Module]:
     converted with ``to_torchvision``. Ours is always ``from_torchvision`` of torchvision's model.
     The weights depend only on the case (seeded), so two equal cases share their exports.
     """
-    from .model import build_model
-    from .torchvision_compat import from_torchvision, to_torchvision
+    from ..model import build_model
+    from ..torchvision_compat import from_torchvision, to_torchvision
 
     torch.manual_seed(case.seed)
     if case.arch in ("small", "large") and case.in_channels == 3 and case.drop_first_strides == 0:
@@ -399,7 +399,7 @@ def _randomize(model: nn.Module, seed: int) -> None:
     """Well-scaled random weights and BatchNorm statistics (He-normal convolutions): logits of order
     one, so the parity check means something, and no activations decay into slow denormals as
     they can with an untrained network's tiny classifier initialisation."""
-    from .torchvision_compat import randomize_weights_
+    from ..torchvision_compat import randomize_weights_
 
     randomize_weights_(model, seed, bn_mean_std=0.1, bn_scale_range=(0.75, 1.25), bn_bias_std=0.1)
     with torch.no_grad():
@@ -412,7 +412,7 @@ def _randomize(model: nn.Module, seed: int) -> None:
 
 
 def _wrap(model: nn.Module, case: ModelCase):
-    from .export import RawPixelModel
+    from ..export import RawPixelModel
 
     mean, std = case.mean_std
     return RawPixelModel(model, mean, std, image_size_in=case.resolution, image_size=case.resolution).eval()
@@ -526,7 +526,7 @@ def set_threads(threads: int) -> dict[str, int | None]:
                                      "torch_interop": torch.get_num_interop_threads(), "executorch": None,
                                      "onnxruntime": threads}  # fmt: skip
     with contextlib.suppress(Exception):
-        from .export import _quiet_imports
+        from ..export import _quiet_imports
 
         with _quiet_imports():
             from executorch.extension.pybindings import portable_lib
@@ -566,7 +566,7 @@ def environment(threads: dict[str, Any], device: str = "cpu") -> dict[str, Any]:
         "git_dirty": None,
         "load_average_start": _load_average(),
         "thread_environment": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS")},
-        "command": "python -m mnv3.bench " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith(("bench.py", "bench")) else None,
+        "command": "python -m mnv3.bench " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith(("bench.py", "bench", os.path.join("bench", "__main__.py"))) else None,
     }
     status = _git("status", "--porcelain", "--untracked-files=no")
     if status is not None:
@@ -730,7 +730,7 @@ def _export_versions() -> dict[str, str | None]:
     code = hashlib.sha256()
     for name in ("export.py", "layers.py", "model.py"):
         with contextlib.suppress(OSError):
-            code.update((Path(__file__).parent / name).read_bytes())
+            code.update((Path(__file__).resolve().parents[1] / name).read_bytes())
     versions["mnv3_code"] = code.hexdigest()[:16]
     return versions
 
@@ -863,7 +863,7 @@ def _export_job(fmt: str, wrapper: nn.Module, targets: list[tuple[int | None, st
 
     Returns one metadata dict per target: export_seconds, delegation (ExecuTorch), note, or error.
     """
-    from . import export as ex
+    from .. import export as ex
 
     if multiprocessing.parent_process() is not None:
         torch.set_num_threads(1)  # two workers share the cores; lowering is single-threaded anyway
@@ -916,7 +916,7 @@ def _eager_runner(module: nn.Module, channels_last: bool) -> Callable[[torch.Ten
 
 
 def _exported_runner(contender: str, artefact: Artefact, threads: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    from . import export as ex
+    from .. import export as ex
 
     if contender.startswith("executorch"):
         return ex.PteRunner(artefact.path)
@@ -1178,11 +1178,11 @@ def _executorch_shortfall(et: dict[str, Any], ours: dict[str, Any], index: Mappi
 
 def run_training(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """The training suite: our model against torchvision's, alternating steps of the same loop."""
-    from .data import dataset_info, make_synthetic
-    from .experiments import get_experiment
-    from .torchvision_compat import to_torchvision
-    from .model import build_model
-    from .train import make_optimizer, train_step
+    from ..data import dataset_info, make_synthetic
+    from ..experiments import get_experiment
+    from ..torchvision_compat import to_torchvision
+    from ..model import build_model
+    from ..train import make_optimizer, train_step
 
     device = torch.device(cfg.device)
     if device.type == "cuda":
@@ -1324,7 +1324,7 @@ def run_frontier(cfg: BenchConfig, store: ArtefactStore, log: Callable[[str], No
 
 def prepare_frontier(cfg: BenchConfig, store: ArtefactStore) -> list[dict[str, Any]]:
     """Each (arch, width): parameters and MACs, and a request for its batch-1 fp32 program."""
-    from .summary import summarize, totals
+    from ..summary import summarize, totals
 
     points = []
     for arch in cfg.frontier_archs:
@@ -1340,7 +1340,7 @@ def prepare_frontier(cfg: BenchConfig, store: ArtefactStore) -> list[dict[str, A
 
 
 def measure_frontier(cfg: BenchConfig, points: list[dict[str, Any]], artefacts: Mapping[str, Artefact], log: Callable[[str], None] = print) -> dict[str, Any]:
-    from .export import PteRunner
+    from ..export import PteRunner
 
     runs = find_trained_runs(cfg.runs_dir)
     calls, errors = {}, {}
@@ -1394,7 +1394,7 @@ def _document(suite: str, cfg: BenchConfig, env: dict[str, Any], body: dict[str,
 
 def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str, Path]:
     """Run the configured suites; write one JSON per suite into ``cfg.out``; return their paths."""
-    from .files import write_json_atomic
+    from ..files import write_json_atomic
 
     unknown = [s for s in cfg.suites if s not in SUITES]
     if unknown:
@@ -1453,7 +1453,7 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str, Path]
 
 def render_notebook(out: Path, runs_dir: Path | None, log: Callable[[str], None] = print) -> Path | None:
     """Execute notebooks/07_benchmarks.ipynb on ``out`` into ``out/07_benchmarks.html``."""
-    from . import reports
+    from .. import reports
 
     notebook = reports.Notebook(
         "07_benchmarks", "Benchmarks", parameters={"bench_dir": str(Path(out).resolve())},
@@ -1923,6 +1923,3 @@ def plot_frontier(data: Mapping[str, Any]):
     fig.tight_layout()
     return fig
 
-
-if __name__ == "__main__":
-    sys.exit(main())
