@@ -1,0 +1,163 @@
+"""The measurement environment: the threads every runtime is pinned to, how busy the
+machine was during a block (:class:`CpuMeter`), and the ``environment`` record of each JSON."""
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .config import REPO
+
+def _package_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _memory_gb() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 1024**2, 1)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", *args], capture_output=True, text=True, cwd=REPO, timeout=10,
+            env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},  # read-only: never refresh the index
+        )  # fmt: skip
+        return out.stdout.strip() if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+class CpuMeter:
+    """How busy the machine was during a block, from /proc: cores used by other processes (all
+    CPU time but this process's) and cores stolen by the hypervisor, averaged over the block.
+
+    ``with CpuMeter() as m: ...`` then ``m.result`` = {"other_cores": ..., "steal_cores": ...}
+    (None values where /proc is unavailable). Export workers are not running while timing.
+    """
+
+    def __enter__(self) -> "CpuMeter":
+        self.start = self._read()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        end = self._read()
+        self.result: dict[str, float | None] = {"other_cores": None, "steal_cores": None}
+        if self.start is None or end is None:
+            return
+        hz = os.sysconf("SC_CLK_TCK")
+        wall = end[0] - self.start[0]
+        if wall <= 0:
+            return
+        busy, own, steal = ((end[i] - self.start[i]) / hz / wall for i in (1, 2, 3))
+        self.result = {"other_cores": round(max(0.0, busy - own), 2), "steal_cores": round(steal, 2)}
+
+    @staticmethod
+    def _read() -> tuple[float, int, int, int] | None:
+        try:
+            fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+            user, nice, system, idle, iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+            own = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+            return time.monotonic(), user + nice + system + irq + softirq, int(own[11]) + int(own[12]), steal
+        except (OSError, ValueError, IndexError):
+            return None
+
+
+def _busy_note(meter: CpuMeter, log: Callable[[str], None]) -> str:
+    other = meter.result.get("other_cores")
+    if other is None:
+        return ""
+    text = f"other processes used {other:.2f} cores"
+    if other > 0.25:
+        log(f"[bench]   WARNING: {text} during this block: its numbers are disturbed (best compared within the block)")
+    return text
+
+
+def set_threads(threads: int) -> dict[str, int | None]:
+    """Pin torch's intra-op threads and ExecuTorch's threadpool to ``threads``; return the counts
+    read back (onnxruntime is given the same count per session)."""
+    torch.set_num_threads(threads)
+    counts: dict[str, int | None] = {"requested": threads, "torch": torch.get_num_threads(),
+                                     "torch_interop": torch.get_num_interop_threads(), "executorch": None,
+                                     "onnxruntime": threads}  # fmt: skip
+    with contextlib.suppress(Exception):
+        from ..export import _quiet_imports
+
+        with _quiet_imports():
+            from executorch.extension.pybindings import portable_lib
+        if portable_lib._threadpool_get_thread_count() != threads:
+            portable_lib._unsafe_reset_threadpool(threads)
+        counts["executorch"] = int(portable_lib._threadpool_get_thread_count())
+    return counts
+
+
+def environment(threads: dict[str, Any], device: str = "cpu") -> dict[str, Any]:
+    """Where and with what the numbers were measured."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    env = {
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "usable_cores": usable,
+        "memory_gb": _memory_gb(),
+        "threads": threads,
+        "device": device,
+        "gpu": torch.cuda.get_device_name() if device.startswith("cuda") and torch.cuda.is_available() else None,
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "torchvision": _package_version("torchvision"),
+            "executorch": _package_version("executorch"),
+            "onnxruntime": _package_version("onnxruntime"),
+            "onnx": _package_version("onnx"),
+            "numpy": _package_version("numpy"),
+            "mnv3": _package_version("mnv3"),
+        },
+        "platform": platform.platform(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": None,
+        "load_average_start": _load_average(),
+        "thread_environment": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS")},
+        "command": "python -m mnv3.bench " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith(("bench.py", "bench", os.path.join("bench", "__main__.py"))) else None,
+    }
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    if status is not None:
+        env["git_dirty"] = bool(status)
+    return env
