@@ -166,26 +166,6 @@ def test_threads_are_pinned_in_every_runtime():
         torch.set_num_threads(before)
 
 
-def test_interleaving_balances_positions_and_predecessors():
-    from collections import Counter
-
-    calls: list[str] = []
-    times = bench.interleaved_times({k: (lambda k=k: calls.append(k)) for k in "ABCD"}, warmup=1, max_rounds=4, min_rounds=4, budget_s=0)
-    assert "".join(calls) == "ABCD" + "ABDC" + "BCAD" + "CDBA" + "DACB"  # warm-up, then a Williams design
-    assert all(len(v) == 4 for v in times.values())
-    for n in (2, 3, 5, 6, 10):
-        rows = bench.balanced_orders(n)
-        positions = Counter((i, x) for row in rows for i, x in enumerate(row))
-        pairs = Counter((a, b) for row in rows for a, b in zip(row, row[1:]))
-        assert len(positions) == n * n and len(set(positions.values())) == 1
-        assert len(pairs) == n * (n - 1) and len(set(pairs.values())) == 1
-    # min_rounds reached but mid-cycle: it finishes the cycle
-    times = bench.interleaved_times({k: (lambda: None) for k in "ABC"}, warmup=0, max_rounds=60, min_rounds=2, budget_s=0)
-    assert len(times["A"]) == 6
-    stats = bench.summarize_times([1.0, 2.0, 3.0, 4.0, 100.0])
-    assert stats["median_ms"] == 3.0 and stats["n"] == 5 and 4.0 < stats["p90_ms"] < 100.0
-
-
 def test_notebook_renders_the_results(tiny):
     pytest.importorskip("papermill")
     html = bench.render_notebook(tiny["out"], None, log=lambda m: None)
@@ -195,6 +175,43 @@ def test_notebook_renders_the_results(tiny):
     assert "<strong>No benchmark results</strong>" not in page
     assert "ExecuTorch fp32 (XNNPACK)" in page
     assert ": met" in page or ": NOT met" in page
+
+
+def test_export_cache_key_follows_the_export_code_as_module_or_package(tmp_path):
+    from mnv3.bench.artefacts import _export_versions
+
+    for name in ("layers.py", "model.py"):
+        (tmp_path / name).write_text(f"# {name}\n")
+    (tmp_path / "export.py").write_text("A = 1\n")
+    module = _export_versions(tmp_path)["mnv3_code"]
+    assert module == _export_versions(tmp_path)["mnv3_code"] and len(module) == 16
+    (tmp_path / "export.py").write_text("A = 2\n")
+    assert _export_versions(tmp_path)["mnv3_code"] != module
+    # Once export/ is a package, every module of it counts, and export.py no longer does.
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "__init__.py").write_text("")
+    (tmp_path / "export" / "pte.py").write_text("B = 1\n")
+    package = _export_versions(tmp_path)["mnv3_code"]
+    (tmp_path / "export.py").write_text("A = 3\n")
+    assert _export_versions(tmp_path)["mnv3_code"] == package
+    (tmp_path / "export" / "pte.py").write_text("B = 2\n")
+    edited = _export_versions(tmp_path)["mnv3_code"]
+    assert edited != package
+    (tmp_path / "model.py").write_text("# changed\n")
+    assert _export_versions(tmp_path)["mnv3_code"] != edited
+
+
+def test_export_cache_key_of_this_checkout_hashes_export_layers_and_model():
+    import hashlib
+
+    from mnv3.bench.artefacts import _export_sources, _export_versions
+
+    package = REPO / "mnv3"
+    sources = _export_sources(package)
+    assert sources[-2:] == [package / "layers.py", package / "model.py"] and all(p.is_file() for p in sources)
+    if not (package / "export").is_dir():  # the single-module layout: the same key as before the package split
+        code = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16]
+        assert _export_versions()["mnv3_code"] == code
 
 
 def test_help_teaches_and_bad_arguments_fail_cleanly(tmp_path):

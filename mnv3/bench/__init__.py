@@ -36,8 +36,11 @@ so a second run only measures. ``results`` and ``plots`` hold what notebook 07 c
 One job per module: ``config`` (suites, contenders, targets, :class:`BenchConfig`), ``cases``
 (the models and inputs), ``artefacts`` (the export cache), ``machine`` (threads, load, the
 environment record), ``inference``, ``training`` and ``frontier`` (the suites), ``runner`` (the
-whole run), ``cli`` (``python -m mnv3.bench``), ``results`` and ``plots`` (notebook 07), and
-``gpu`` (``python -m mnv3.bench.gpu``, GPU training throughput).
+whole run), ``cli`` (``python -m mnv3.bench``), ``formatting`` (rounded JSON values, console
+tables, interval notes), ``profiling`` (op-by-op differences when eager is slower), ``results``
+and ``plots`` (notebook 07), and ``gpu`` (``python -m mnv3.bench.gpu``, GPU training
+throughput). The clock and its statistics are :mod:`mnv3.timing`'s, the machine's facts
+:mod:`mnv3.environment`'s.
 """
 from __future__ import annotations
 
@@ -77,8 +80,8 @@ from .results import (
     training_frame,
 )
 from .runner import render_notebook, run
-from .timing import balanced_orders, interleaved_times, paired_ratio, summarize_times
 from .training import run_training, training_targets
+
 
 __all__ = [
     "Artefact",
@@ -135,10 +138,6 @@ __all__ = [
     "training_frame",
     "render_notebook",
     "run",
-    "balanced_orders",
-    "interleaved_times",
-    "paired_ratio",
-    "summarize_times",
     "run_training",
     "training_targets",
 ]

@@ -3,4 +3,5 @@ import sys
 
 from . import main
 
+
 sys.exit(main())

@@ -19,9 +19,10 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ..environment import package_version
 from .cases import ModelCase, random_pixels
 from .formatting import _round
-from .machine import _package_version
+
 
 # Bump when the exported files would change for the same inputs (the cache key includes it).
 _CACHE_VERSION = 1
@@ -66,13 +67,27 @@ def _weights_digest(module: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _export_versions() -> dict[str, str | None]:
-    """The exporting libraries' versions and a digest of the mnv3 code that shapes the graph."""
-    versions = {p: _package_version(p) for p in ("torch", "executorch", "torchao", "onnx", "onnxscript")}
+def _export_sources(package: Path) -> list[Path]:
+    """The mnv3 sources that shape an exported graph: the export code (every ``*.py`` of the
+    ``export/`` package where it is one, else ``export.py``), then ``layers.py`` and ``model.py``."""
+    folder = package / "export"
+    export = sorted(folder.rglob("*.py")) if folder.is_dir() else [package / "export.py"]
+    return [*export, package / "layers.py", package / "model.py"]
+
+
+def _export_versions(package: Path | None = None) -> dict[str, str | None]:
+    """The exporting libraries' versions and ``mnv3_code``, 16 hex digits of a sha256 of the mnv3
+    code that shapes the graph (:func:`_export_sources` under ``package``, mnv3's folder by
+    default): an edit there makes every cached export stale. A missing file counts as empty."""
+    package = Path(__file__).resolve().parents[1] if package is None else Path(package)
+    versions = {p: package_version(p) for p in ("torch", "executorch", "torchao", "onnx", "onnxscript")}
     code = hashlib.sha256()
-    for name in ("export.py", "layers.py", "model.py"):
+    for path in _export_sources(package):
+        if path.parent != package:
+            # The file names too, so that the same code split differently between files hashes apart.
+            code.update(path.relative_to(package).as_posix().encode())
         with contextlib.suppress(OSError):
-            code.update((Path(__file__).resolve().parents[1] / name).read_bytes())
+            code.update(path.read_bytes())
     versions["mnv3_code"] = code.hexdigest()[:16]
     return versions
 

@@ -8,10 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..paths import relative_to_cwd
+
+
 SCHEMA = "mnv3-bench"
 SCHEMA_VERSION = 1
 SUITES = ("inference", "training", "frontier")
-REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = Path("reports/bench")
 DEFAULT_RUNS_DIR = Path("runs/quick")
 REFERENCE = "torchvision_eager"
@@ -92,19 +94,17 @@ class BenchConfig:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.name == "cache_dir" and value is not None:
-                value = _relative_to_cwd(Path(value))
+                value = _inside_cwd(Path(value))
                 if value is None:
                     continue
             out[f.name] = str(value) if isinstance(value, Path) else (list(value) if isinstance(value, tuple) else value)
         return out
 
 
-def _relative_to_cwd(path: Path) -> str | None:
-    """``path`` relative to the working folder (POSIX form), or None when it is outside it."""
-    try:
-        return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix() or "."
-    except ValueError:
-        return None
+def _inside_cwd(path: Path) -> str | None:
+    """``path`` relative to the working folder (POSIX form), or None when it lies outside it."""
+    shown = relative_to_cwd(path)
+    return None if shown == ".." or shown.startswith("../") or Path(shown).is_absolute() else shown
 
 
 def default_cache_dir() -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Sequence
 
+
 def _round(value: Any, digits: int = 6) -> Any:
     """Floats to ``digits`` significant digits (JSON stays readable, small differences survive)."""
     if isinstance(value, float):

@@ -9,12 +9,14 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from ..environment import load_average
+from ..timing import interleaved_times, summarize_times
 from .artefacts import Artefact, ArtefactStore
 from .cases import _wrap, frontier_case, make_models
 from .config import BenchConfig
 from .formatting import _fmt_ms, _round, _table
-from .machine import CpuMeter, _busy_note, _load_average
-from .timing import interleaved_times, summarize_times
+from .machine import CpuMeter, _busy_note
+
 
 # Howard et al. 2019, Table 3 (ImageNet, 224x224): top-1 %, millions of MAdds and parameters,
 # Pixel-1 latency (ms, one big core, TFLite). Only these multipliers are published there.
@@ -88,7 +90,7 @@ def measure_frontier(cfg: BenchConfig, points: list[dict[str, Any]], artefacts: 
             continue
         runner = PteRunner(art.path)
         calls[p["case"].name] = lambda r=runner: r(x)
-    load_before = _load_average()
+    load_before = load_average()
     start = time.perf_counter()
     with CpuMeter() as meter:
         times = interleaved_times(calls, warmup=cfg.warmup, max_rounds=cfg.frontier_repeats, min_rounds=cfg.min_rounds,
@@ -106,7 +108,7 @@ def measure_frontier(cfg: BenchConfig, points: list[dict[str, Any]], artefacts: 
             "mac_resolution": cfg.mac_resolution, "macs_at_latency_resolution": p["macs_at_latency_resolution"],
             **stats, "times_ms": times.get(case.name, []), "accuracy": accuracy, "paper": paper,
             "export": art.to_json(case.name), "error": errors.get(case.name),
-            "block_seconds": seconds, "load_average": [load_before, _load_average()],
+            "block_seconds": seconds, "load_average": [load_before, load_average()],
             "cpu_other_cores": meter.result["other_cores"], "cpu_steal_cores": meter.result["steal_cores"],
         }  # fmt: skip
         rows.append(_round(row))

@@ -25,11 +25,12 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..files import write_json_atomic
 from ..data import dataset_info
-from ..experiments import get_experiment
-from ..model import build_model
 from ..environment import machine_record
+from ..experiments import get_experiment
+from ..files import write_json_atomic
+from ..model import build_model
+
 
 __all__ = ["Measurement", "PLANS", "measure", "run", "main"]
 

@@ -8,13 +8,15 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
+from ..environment import load_average
+from ..timing import interleaved_times, paired_ratio, summarize_times
 from .artefacts import Artefact, ArtefactStore
 from .cases import _wrap, inference_case, make_models, random_pixels
 from .config import CONTENDER_FORMATS, CONTENDER_LABELS, CONTENDERS, REFERENCE, TARGETS, BenchConfig
 from .formatting import _ci_note, _fmt_ms, _index, _round, _table, _within_noise
-from .machine import CpuMeter, _busy_note, _load_average
+from .machine import CpuMeter, _busy_note
 from .profiling import eager_profile_diff, profile_note
-from .timing import interleaved_times, paired_ratio, summarize_times
+
 
 def _eager_runner(module: nn.Module, channels_last: bool) -> Callable[[torch.Tensor], torch.Tensor]:
     if channels_last:
@@ -104,7 +106,7 @@ def _time_setting(cfg, case, batch, tv_w, ours_w, artefacts: dict[str, Artefact]
             del runners[name]
     order = [c for c in CONTENDERS if c in runners]
     start = time.perf_counter()
-    load_before = _load_average()
+    load_before = load_average()
     with CpuMeter() as meter:
         times = interleaved_times(
             {c: (lambda r=runners[c]: r(x)) for c in order},
@@ -141,7 +143,7 @@ def _time_setting(cfg, case, batch, tv_w, ours_w, artefacts: dict[str, Artefact]
                        paired_ratio_median=None, paired_ratio_ci95=None, images_per_s=None,
                        max_abs_diff_vs_torchvision=None, logit_scale=None, times_ms=[], error=errors.get(contender, "not run"))  # fmt: skip
         row["block_seconds"] = seconds
-        row["load_average"] = [load_before, _load_average()]
+        row["load_average"] = [load_before, load_average()]
         row["cpu_other_cores"] = meter.result["other_cores"]
         row["cpu_steal_cores"] = meter.result["steal_cores"]
         rows.append(_round(row))

@@ -3,10 +3,8 @@ machine was during a block (:class:`CpuMeter`), and the ``environment`` record o
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import os
 import platform
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -15,51 +13,7 @@ from typing import Any, Callable
 
 import torch
 
-from .config import REPO
-
-def _package_version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware", "cpu model")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _memory_gb() -> float | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return round(int(line.split()[1]) / 1024**2, 1)
-    except (OSError, ValueError):
-        pass
-    return None
-
-
-def _git(*args: str) -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", *args], capture_output=True, text=True, cwd=REPO, timeout=10,
-            env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},  # read-only: never refresh the index
-        )  # fmt: skip
-        return out.stdout.strip() if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _load_average() -> list[float] | None:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return None
+from ..environment import cpu_model, git, git_commit, load_average, memory_gb, versions
 
 
 class CpuMeter:
@@ -132,32 +86,25 @@ def environment(threads: dict[str, Any], device: str = "cpu") -> dict[str, Any]:
     except AttributeError:
         usable = os.cpu_count()
     env = {
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "usable_cores": usable,
-        "memory_gb": _memory_gb(),
+        "memory_gb": memory_gb(),
         "threads": threads,
         "device": device,
         "gpu": torch.cuda.get_device_name() if device.startswith("cuda") and torch.cuda.is_available() else None,
-        "versions": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "torchvision": _package_version("torchvision"),
-            "executorch": _package_version("executorch"),
-            "onnxruntime": _package_version("onnxruntime"),
-            "onnx": _package_version("onnx"),
-            "numpy": _package_version("numpy"),
-            "mnv3": _package_version("mnv3"),
-        },
+        # torch's own version string, as imported (a local build's may differ from its metadata).
+        "versions": {**versions("torch", "torchvision", "executorch", "onnxruntime", "onnx", "numpy", "mnv3"),
+                     "torch": torch.__version__},
         "platform": platform.platform(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": _git("rev-parse", "HEAD"),
+        "git_commit": git_commit(),
         "git_dirty": None,
-        "load_average_start": _load_average(),
+        "load_average_start": load_average(),
         "thread_environment": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS")},
         "command": "python -m mnv3.bench " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith(("bench.py", "bench", os.path.join("bench", "__main__.py"))) else None,
     }
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    status = git("status", "--porcelain", "--untracked-files=no")
     if status is not None:
         env["git_dirty"] = bool(status)
     return env

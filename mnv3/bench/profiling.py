@@ -7,6 +7,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from .formatting import _round
 
+
 def eager_profile_diff(reference: Callable, ours: Callable, x: Any, *, calls: int = 2, top: int = 6) -> list[dict[str, Any]]:
     """Per op, our model's self CPU time and call count per call minus torchvision's.
 

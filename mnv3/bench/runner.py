@@ -9,16 +9,19 @@ from typing import Any, Callable
 
 import torch
 
+from ..environment import load_average
+from ..paths import REPO
 from .artefacts import ArtefactStore
 from .cases import inference_case, training_case
-from .config import REPO, SCHEMA, SCHEMA_VERSION, SUITES, TARGETS, BenchConfig
+from .config import SCHEMA, SCHEMA_VERSION, SUITES, TARGETS, BenchConfig
 from .frontier import measure_frontier, prepare_frontier
 from .inference import measure_inference, prepare_inference
-from .machine import _load_average, environment, set_threads
+from .machine import environment, set_threads
 from .training import run_training
 
+
 def _document(suite: str, cfg: BenchConfig, env: dict[str, Any], body: dict[str, Any], seconds: float) -> dict[str, Any]:
-    env = {**env, "load_average_end": _load_average()}
+    env = {**env, "load_average_end": load_average()}
     return {"schema": SCHEMA, "version": SCHEMA_VERSION, "suite": suite, "environment": env, "config": cfg.to_json(),
             "targets_definition": TARGETS, "seconds": round(seconds, 1), **body}  # fmt: skip
 

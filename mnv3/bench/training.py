@@ -8,12 +8,14 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from ..environment import load_average
+from ..timing import interleaved_times, paired_ratio, summarize_times
 from .cases import _spec_for, training_case
 from .config import TARGETS, TRAIN_CONTENDERS, BenchConfig
 from .formatting import _ci_note, _fmt_ms, _round, _table, _within_noise
-from .machine import CpuMeter, _busy_note, _load_average
+from .machine import CpuMeter, _busy_note
 from .profiling import eager_profile_diff, profile_note
-from .timing import interleaved_times, paired_ratio, summarize_times
+
 
 def run_training(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """The training suite: our model against torchvision's, alternating steps of the same loop."""
@@ -69,7 +71,7 @@ def run_training(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[s
             steps[key] = step
             counters[key] = counter
         sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
-        load_before = _load_average()
+        load_before = load_average()
         start = time.perf_counter()
         with CpuMeter() as meter:
             times = interleaved_times(steps, warmup=cfg.train_warmup, max_rounds=cfg.train_repeats,
@@ -96,7 +98,7 @@ def run_training(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[s
                 "paired_ratio_median": pair["median"], "paired_ratio_ci95": pair["ci95"],
                 "final_loss": float(counters[key]["loss"]),  # finite: the arithmetic stayed normal
                 **({"profile_diff_vs_torchvision": profile} if key == "ours" and profile is not None else {}),
-                "times_ms": times[key], "block_seconds": seconds, "load_average": [load_before, _load_average()],
+                "times_ms": times[key], "block_seconds": seconds, "load_average": [load_before, load_average()],
                 "cpu_other_cores": meter.result["other_cores"], "cpu_steal_cores": meter.result["steal_cores"],
             }  # fmt: skip
             results.append(_round(row))
