@@ -67,16 +67,18 @@ from .config import (
 from .frontier import PAPER_TABLE3, find_trained_runs, measure_frontier, prepare_frontier, run_frontier
 from .inference import inference_targets, measure_inference, prepare_inference, run_inference
 from .machine import CpuMeter, environment, set_threads
-from .plots import plot_frontier, plot_inference, plot_latency_distributions, plot_training
+from .plots import label_frontier_accuracy_axis, plot_frontier, plot_inference, plot_latency_distributions, plot_training
 from .profiling import eager_profile_diff, profile_note
 from .results import (
     environment_frame,
     frontier_frame,
+    frontier_paper_only,
     inference_frame,
     inference_pivot,
     load_results,
     target_checks,
     target_summary,
+    trained_runs_at_widths,
     training_frame,
 )
 from .runner import render_notebook, run
@@ -122,6 +124,7 @@ __all__ = [
     "CpuMeter",
     "environment",
     "set_threads",
+    "label_frontier_accuracy_axis",
     "plot_frontier",
     "plot_inference",
     "plot_latency_distributions",
@@ -130,11 +133,13 @@ __all__ = [
     "profile_note",
     "environment_frame",
     "frontier_frame",
+    "frontier_paper_only",
     "inference_frame",
     "inference_pivot",
     "load_results",
     "target_checks",
     "target_summary",
+    "trained_runs_at_widths",
     "training_frame",
     "render_notebook",
     "run",
