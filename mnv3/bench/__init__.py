@@ -1,6 +1,6 @@
 """Benchmarks: CPU inference latency, training throughput and the accuracy-latency frontier.
 
-    python -m mnv3.bench                         # all three suites -> reports/bench/*.json (+ notebook)
+    python -m mnv3.bench                         # all three suites -> reports/bench/*.json
     python -m mnv3.bench --suite inference --threads 2 --repeats 100
     python -m mnv3.bench --suite training --device cuda      # -> reports/bench/training_gpu.json
     python -m mnv3.bench --tiny --out /tmp/bench             # the smoke test's configuration
@@ -31,7 +31,7 @@ ExecuTorch's threadpool and onnxruntime get the same count, one by default) and 
 is the CPU time other processes took during every block.
 Exports are cached by content (weights, architecture, shape, library versions) in ``--cache-dir``,
 so a second run only measures. ``results`` and ``plots`` hold what notebook 07 computes
-(tables, target verdicts, plots).
+(tables, target verdicts, plots); ``make reports`` renders notebook 07 from the JSON files.
 
 One job per module: ``config`` (suites, contenders, targets, :class:`BenchConfig`), ``cases``
 (the models and inputs), ``artefacts`` (the export cache), ``machine`` (threads, load, the
@@ -81,7 +81,7 @@ from .results import (
     trained_runs_at_widths,
     training_frame,
 )
-from .runner import render_notebook, run
+from .runner import run
 from .training import run_training, training_targets
 
 
@@ -141,7 +141,6 @@ __all__ = [
     "target_summary",
     "trained_runs_at_widths",
     "training_frame",
-    "render_notebook",
     "run",
     "run_training",
     "training_targets",

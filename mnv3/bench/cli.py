@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .config import SUITES, BenchConfig, default_cache_dir, quick_config, tiny_config
-from .runner import render_notebook, run
+from .runner import run
+
 
 def _csv(kind: Callable[[str], Any]) -> Callable[[str], tuple]:
     def parse(text: str) -> tuple:
@@ -26,8 +27,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m mnv3.bench",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
-            "Benchmark MobileNetV3 on this machine and write reports/bench/*.json (one file per suite), then render "
-            "notebooks/07_benchmarks.ipynb into reports/bench/07_benchmarks.html.\n\n"
+            "Benchmark MobileNetV3 on this machine and write reports/bench/*.json (one file per suite); `make reports`\n"
+            "then renders them in notebook 07 (07_benchmarks.html).\n\n"
             "suites:\n"
             "  inference  CPU latency (median, p90) at batch 1 and 32, at 224x224 with 1000 classes (small@224, large@224)\n"
             "             and at the experiments' native sizes with 10 classes (mnist_small: 1x28x28, cifar10_large_s1:\n"
@@ -60,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
             "outputs: OUT/inference.json, OUT/training.json (training_gpu.json on CUDA), OUT/frontier.json; each has\n"
             "schema/version/suite, environment (cpu model, cores, threads, versions, date, git commit, load average),\n"
             "config, results (per contender: setting, arch, resolution, batch, classes, median_ms, p90_ms, n,\n"
-            "ratio_to_torchvision_eager, per-call times_ms, ...), targets; and OUT/07_benchmarks.html."
+            "ratio_to_torchvision_eager, per-call times_ms, ...), targets. `make reports` renders reports/bench/*.json in notebook 07."
         ),
     )
     parser.add_argument("--suite", type=_csv(str), default=None, metavar="LIST",
@@ -92,7 +93,6 @@ def _parser() -> argparse.ArgumentParser:
     exports.add_argument("--cache-dir", type=Path, default=None, metavar="DIR", help=f"exported files, reused across runs (default {default_cache_dir()})")
     exports.add_argument("--no-cache", action="store_true", help="export everything afresh into a temporary folder")
     exports.add_argument("--export-workers", type=int, default=d.export_workers, metavar="N", help=f"parallel export processes (default {d.export_workers})")
-    parser.add_argument("--no-render", action="store_true", help="do not execute notebook 07 afterwards")
     return parser
 
 
@@ -106,8 +106,6 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         "eager_channels_last": args.eager_layout == "channels_last", "export_workers": args.export_workers,
         "cache_dir": None if args.no_cache else (args.cache_dir or default_cache_dir()),
     }  # fmt: skip
-    if args.no_render:
-        overrides["render"] = False
     optional = {
         "repeats": args.repeats, "min_rounds": args.min_rounds, "budget_s": args.budget, "warmup": args.warmup,
         "settings": args.settings, "batches": args.batches, "train_settings": args.train_settings,
@@ -128,9 +126,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         print(f"python -m mnv3.bench: error: {err}", file=sys.stderr)
         return 2
-    if cfg.render:
-        html = render_notebook(cfg.out, cfg.runs_dir)
-        if html:
-            print(f"[bench] notebook: {html}")
     print("[bench] wrote " + ", ".join(str(p) for p in written.values()))
     return 0

@@ -83,7 +83,6 @@ class BenchConfig:
     # exports
     cache_dir: Path | None = None  # None: no cache (a temporary folder, deleted afterwards)
     export_workers: int = 2
-    render: bool = True
     profile: str = "default"  # "default", "quick" or "tiny" (recorded in the JSON)
 
     def to_json(self) -> dict[str, Any]:
@@ -156,7 +155,6 @@ def tiny_config(**overrides) -> BenchConfig:
         mac_resolution=32,
         frontier_repeats=3,
         frontier_budget_s=0.0,
-        render=False,
         profile="tiny",
     )
     return dataclasses.replace(cfg, **overrides)

@@ -2,7 +2,6 @@
 the measurements one at a time, one JSON per suite."""
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -10,7 +9,6 @@ from typing import Any, Callable
 import torch
 
 from ..environment import load_average
-from ..paths import REPO
 from .artefacts import ArtefactStore
 from .cases import inference_case, training_case
 from .config import SCHEMA, SCHEMA_VERSION, SUITES, TARGETS, BenchConfig
@@ -83,23 +81,3 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str, Path]
         store.close()
     log(f"[bench] total {time.perf_counter() - total:.1f} s")
     return written
-
-
-def render_notebook(out: Path, runs_dir: Path | None, log: Callable[[str], None] = print) -> Path | None:
-    """Execute notebooks/07_benchmarks.ipynb on ``out`` into ``out/07_benchmarks.html``."""
-    from .. import reports
-
-    notebook = reports.Notebook(
-        "07_benchmarks", "Benchmarks", parameters={"bench_dir": str(Path(out).resolve())},
-        source=reports.NOTEBOOK_DIR / "07_benchmarks.ipynb",
-    )  # fmt: skip
-    ctx = reports.make_context("quick", runs_dir=runs_dir, reports_dir=out)
-    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if str(REPO) not in paths:
-        os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *paths])
-    result = reports.execute_report(notebook, ctx, log=log)
-    if result.status != "ok":
-        log(f"[bench] the notebook did not render: {result.message}")
-        return None
-    return result.html
