@@ -153,6 +153,17 @@ def test_frontier_reads_trained_runs(tmp_path):
     assert bench.find_trained_runs(tmp_path / "absent") == []
 
 
+def test_environment_names_the_command_line(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(sys, "argv", [str(REPO / "mnv3" / "bench" / "__main__.py"), "--tiny", "--out", "x"])
+    env = bench.environment({"requested": 1}, "cpu")
+    assert env["command"] == "python -m mnv3.bench --tiny --out x"
+    assert env["versions"]["torch"] == torch.__version__ and list(env["versions"])[:2] == ["python", "torch"]
+    monkeypatch.setattr(sys, "argv", ["pytest", "-q"])
+    assert bench.environment({"requested": 1})["command"] is None
+
+
 def test_threads_are_pinned_in_every_runtime():
     import torch
 

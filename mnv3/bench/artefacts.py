@@ -44,6 +44,8 @@ class Artefact:
     error: str | None = None
 
     def to_json(self, setting: str) -> dict[str, Any]:
+        """The ``exports`` entry of the JSON: format, batch (None: any), seconds, size in bytes,
+        delegation, note and error, floats to 6 significant digits."""
         return _round({
             "setting": setting, "format": self.fmt, "batch": self.batch, "export_seconds": self.export_seconds,
             "cached": self.cached, "size_bytes": self.size_bytes, "fully_delegated": self.fully_delegated,
@@ -114,6 +116,7 @@ class ArtefactStore:
         self.artefacts: dict[str, Artefact] = {}
 
     def close(self) -> None:
+        """Delete the temporary folder used when there is no cache (a cache folder is kept)."""
         if self._tmp is not None:
             self._tmp.cleanup()
 
@@ -155,6 +158,9 @@ class ArtefactStore:
         )  # fmt: skip
 
     def build(self) -> dict[str, Artefact]:
+        """Export every requested file the cache lacks (in ``workers`` spawned processes) and return
+        {key: Artefact} for all requests. A failed export is an Artefact with ``error`` set (logged),
+        never an exception: the other contenders still run."""
         missing: dict[str, dict[str, Any]] = {}
         for key, req in self._requests.items():
             if key in self.artefacts:

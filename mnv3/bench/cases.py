@@ -43,6 +43,7 @@ class ModelCase:
 
     @property
     def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel normalisation mean and std (``in_channels`` values each), of pixels in [0, 1]."""
         if self.dataset == "imagenet":
             return IMAGENET_MEAN[: self.in_channels], IMAGENET_STD[: self.in_channels]
         from ..data import dataset_info
@@ -51,6 +52,7 @@ class ModelCase:
         return info.mean, info.std
 
     def describe(self) -> dict[str, Any]:
+        """The case's fields as every result row records them (``setting`` is the name)."""
         return {
             "setting": self.name,
             "arch": self.arch,
@@ -114,6 +116,8 @@ def training_case(name: str) -> ModelCase:
 
 
 def frontier_case(arch: str, width: float, resolution: int = 224, classes: int = 1000) -> ModelCase:
+    """``arch`` at width multiplier ``width`` on 3 x ``resolution`` x ``resolution`` inputs, named
+    like the inference setting ("small@224") at width 1.0 with 1000 classes, else "small-w0.75@224"."""
     name = f"{arch}@{resolution}" if width == 1.0 and classes == 1000 else f"{arch}-w{width:g}@{resolution}"
     if arch == "tiny":
         return ModelCase(name, arch, width=width, resolution=resolution, classes=classes, dataset="cifar10" if classes == 10 else "imagenet")

@@ -97,6 +97,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
+    """The :class:`BenchConfig` of parsed options: the --tiny / --quick / default profile, then the
+    options given. With ``--device cuda`` and no --suite, only the training suite runs."""
     base = tiny_config() if args.tiny else quick_config() if args.quick else BenchConfig()
     overrides: dict[str, Any] = {
         # On a GPU machine only the training suite belongs to the device run: its CPU numbers would
@@ -119,6 +121,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m mnv3.bench ARGV``: 0 once the JSON files are written, 2 for a bad setting, suite,
+    thread count or device (the message on stderr, nothing written)."""
     args = _parser().parse_args(argv)
     try:
         cfg = config_from_args(args)

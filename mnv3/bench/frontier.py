@@ -77,6 +77,8 @@ def prepare_frontier(cfg: BenchConfig, store: ArtefactStore) -> list[dict[str, A
 
 
 def measure_frontier(cfg: BenchConfig, points: list[dict[str, Any]], artefacts: Mapping[str, Artefact], log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Time every point's batch-1 program round-robin on one random input; the frontier JSON's body:
+    {"results": a row per point (params, MACs, latency ms, accuracies), "runs_dir", "trained_runs"}."""
     from ..export import PteRunner
 
     runs = find_trained_runs(cfg.runs_dir)

@@ -65,6 +65,8 @@ def prepare_inference(cfg: BenchConfig, store: ArtefactStore) -> list[tuple]:
 
 
 def measure_inference(cfg: BenchConfig, prepared: list[tuple], artefacts: Mapping[str, Artefact], log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Time every setting and batch of ``prepared`` with the exported ``artefacts``; the inference
+    JSON's body: {"results": a row per (setting, batch, contender), "exports", "targets"}."""
     results, exports = [], []
     for case, tv_w, ours_w, keys in prepared:
         seen = set()

@@ -80,7 +80,15 @@ def set_threads(threads: int) -> dict[str, int | None]:
 
 
 def environment(threads: dict[str, Any], device: str = "cpu") -> dict[str, Any]:
-    """Where and with what the numbers were measured."""
+    """Where and with what the numbers were measured: the ``environment`` block of every JSON.
+
+    Keys: cpu_model, cpu_count, usable_cores, memory_gb (GiB), threads (``set_threads``'s counts),
+    device, gpu (its name on CUDA, else None), versions (python and the libraries), platform,
+    date (UTC, ISO 8601), git_commit, git_dirty (tracked files changed; None without git),
+    load_average_start, thread_environment (the OpenMP/MKL variables) and command (the
+    ``python -m mnv3.bench`` command line, None when called from Python). The runner adds
+    load_average_end per suite.
+    """
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:

@@ -119,6 +119,8 @@ def target_summary(results: Mapping[str, Any]) -> list[str]:
 
 
 def training_frame(*datas: Mapping[str, Any] | None):
+    """One row per (setting, device, model) of the training files given (None ones skipped):
+    median and p90 step ms, images/s, ratio to torchvision and its paired interval."""
     import pandas as pd
 
     rows = []
@@ -136,6 +138,8 @@ def training_frame(*datas: Mapping[str, Any] | None):
 
 
 def frontier_frame(data: Mapping[str, Any]):
+    """One row per (arch, width) of frontier.json: parameters, MACs in millions, ExecuTorch fp32
+    median and p90 ms, the trained runs' test accuracies and the paper's top-1 (Table 3)."""
     import pandas as pd
 
     rows = []

@@ -113,6 +113,8 @@ def run_training(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[s
 
 
 def training_targets(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The training target, one row per setting: our images/s over torchvision's >= 1, with a
+    verdict, whether the paired interval contains 1, and a note (the profile when it is missed)."""
     rows = []
     for r in results:
         if r["contender"] != "ours":
