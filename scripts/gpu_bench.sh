@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU training throughput of mnv3.train's step (python -m mnv3.bench_gpu, the "full" plan): about
+# GPU training throughput of mnv3.train's step (python -m mnv3.bench.gpu, the "full" plan): about
 # 3 minutes on one H200. Needs nothing but the working tree (synthetic data on the device).
 #
 #   bash scripts/gpu_bench.sh            # writes $OUT/gpu_training.json (OUT defaults to gpu-out)
@@ -11,4 +11,4 @@ PYTHON=${PYTHON:-python3}
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
-$PYTHON -m mnv3.bench_gpu --plan "${PLAN:-full}" --out "$OUT" "$@" 2>&1 | tee "$OUT/gpu_bench.log"
+$PYTHON -m mnv3.bench.gpu --plan "${PLAN:-full}" --out "$OUT" "$@" 2>&1 | tee "$OUT/gpu_bench.log"

@@ -2,7 +2,7 @@
 
 One run (module fixture, about a minute on two cores, mostly ExecuTorch lowering in two worker
 processes) feeds every check: the JSON schema, a finite number from every contender, the same
-weights everywhere (logits agree), the targets block, and notebook 07 rendered on the results.
+weights everywhere (logits agree), the targets block, and what notebook 07 computes from them.
 """
 from __future__ import annotations
 
@@ -153,6 +153,17 @@ def test_frontier_reads_trained_runs(tmp_path):
     assert bench.find_trained_runs(tmp_path / "absent") == []
 
 
+def test_environment_names_the_command_line(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(sys, "argv", [str(REPO / "mnv3" / "bench" / "__main__.py"), "--tiny", "--out", "x"])
+    env = bench.environment({"requested": 1}, "cpu")
+    assert env["command"] == "python -m mnv3.bench --tiny --out x"
+    assert env["versions"]["torch"] == torch.__version__ and list(env["versions"])[:2] == ["python", "torch"]
+    monkeypatch.setattr(sys, "argv", ["pytest", "-q"])
+    assert bench.environment({"requested": 1})["command"] is None
+
+
 def test_threads_are_pinned_in_every_runtime():
     import torch
 
@@ -166,35 +177,71 @@ def test_threads_are_pinned_in_every_runtime():
         torch.set_num_threads(before)
 
 
-def test_interleaving_balances_positions_and_predecessors():
-    from collections import Counter
+def test_notebook_07_computes_its_tables_and_figures_from_the_results(tiny):
+    # What notebook 07 calls, in its order, on the files this run wrote (make reports renders it).
+    import matplotlib
 
-    calls: list[str] = []
-    times = bench.interleaved_times({k: (lambda k=k: calls.append(k)) for k in "ABCD"}, warmup=1, max_rounds=4, min_rounds=4, budget_s=0)
-    assert "".join(calls) == "ABCD" + "ABDC" + "BCAD" + "CDBA" + "DACB"  # warm-up, then a Williams design
-    assert all(len(v) == 4 for v in times.values())
-    for n in (2, 3, 5, 6, 10):
-        rows = bench.balanced_orders(n)
-        positions = Counter((i, x) for row in rows for i, x in enumerate(row))
-        pairs = Counter((a, b) for row in rows for a, b in zip(row, row[1:]))
-        assert len(positions) == n * n and len(set(positions.values())) == 1
-        assert len(pairs) == n * (n - 1) and len(set(pairs.values())) == 1
-    # min_rounds reached but mid-cycle: it finishes the cycle
-    times = bench.interleaved_times({k: (lambda: None) for k in "ABC"}, warmup=0, max_rounds=60, min_rounds=2, budget_s=0)
-    assert len(times["A"]) == 6
-    stats = bench.summarize_times([1.0, 2.0, 3.0, 4.0, 100.0])
-    assert stats["median_ms"] == 3.0 and stats["n"] == 5 and 4.0 < stats["p90_ms"] < 100.0
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = bench.load_results(tiny["out"])
+    assert results["training_gpu"] is None and all(results[k] for k in ("inference", "training", "frontier"))
+    env = bench.environment_frame({k: v for k, v in results.items() if v})
+    assert list(env.columns) == ["inference", "training", "frontier"] and env.loc["profile", "inference"] == "tiny"
+    checks = bench.target_checks(results)
+    assert len(checks) == len(results["inference"]["targets"]) + len(results["training"]["targets"])
+    assert all(s.endswith((": met", "not met, within noise", "NOT met")) for s in checks["statement"])
+    assert len(bench.target_summary(results)) == checks["target"].nunique()
+    pivot = bench.inference_pivot(results["inference"], "median_ms")
+    assert list(pivot.columns) == [bench.CONTENDER_LABELS[c] for c in bench.CONTENDERS]
+    assert list(pivot.index) == [("tiny", 1), ("tiny", 2)] and pivot.notna().all().all()
+    assert len(bench.inference_frame(results["inference"])) == len(results["inference"]["results"])
+    assert len(bench.training_frame(results["training"], None)) == 2
+    assert list(bench.frontier_frame(results["frontier"])["width"]) == list(bench.tiny_config().widths)
+    figures = [bench.plot_inference(results["inference"]), bench.plot_latency_distributions(results["inference"], batch=1),
+               bench.plot_training(results["training"], None)]  # fmt: skip
+    assert [len(f.axes) for f in figures] == [2, 1, 2]  # a panel per batch, per setting; throughput and ratio
+    frontier = bench.plot_frontier(bench.frontier_paper_only(results["frontier"]))
+    assert len(frontier.axes) == 2  # tiny widths: no paper accuracy and no trained run, so no accuracy panel
+    for fig in [*figures, frontier]:
+        plt.close(fig)
 
 
-def test_notebook_renders_the_results(tiny):
-    pytest.importorskip("papermill")
-    html = bench.render_notebook(tiny["out"], None, log=lambda m: None)
-    assert html is not None and html.is_file()
-    page = html.read_text(encoding="utf-8")
-    assert page.count('src="data:image/png;base64,') >= 4  # inference, distributions, training, frontier
-    assert "<strong>No benchmark results</strong>" not in page
-    assert "ExecuTorch fp32 (XNNPACK)" in page
-    assert ": met" in page or ": NOT met" in page
+def test_export_cache_key_follows_the_export_code_as_module_or_package(tmp_path):
+    from mnv3.bench.artefacts import _export_versions
+
+    for name in ("layers.py", "model.py"):
+        (tmp_path / name).write_text(f"# {name}\n")
+    (tmp_path / "export.py").write_text("A = 1\n")
+    module = _export_versions(tmp_path)["mnv3_code"]
+    assert module == _export_versions(tmp_path)["mnv3_code"] and len(module) == 16
+    (tmp_path / "export.py").write_text("A = 2\n")
+    assert _export_versions(tmp_path)["mnv3_code"] != module
+    # Once export/ is a package, every module of it counts, and export.py no longer does.
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "__init__.py").write_text("")
+    (tmp_path / "export" / "pte.py").write_text("B = 1\n")
+    package = _export_versions(tmp_path)["mnv3_code"]
+    (tmp_path / "export.py").write_text("A = 3\n")
+    assert _export_versions(tmp_path)["mnv3_code"] == package
+    (tmp_path / "export" / "pte.py").write_text("B = 2\n")
+    edited = _export_versions(tmp_path)["mnv3_code"]
+    assert edited != package
+    (tmp_path / "model.py").write_text("# changed\n")
+    assert _export_versions(tmp_path)["mnv3_code"] != edited
+
+
+def test_export_cache_key_of_this_checkout_hashes_export_layers_and_model():
+    import hashlib
+
+    from mnv3.bench.artefacts import _export_sources, _export_versions
+
+    package = REPO / "mnv3"
+    sources = _export_sources(package)
+    assert sources[-2:] == [package / "layers.py", package / "model.py"] and all(p.is_file() for p in sources)
+    if not (package / "export").is_dir():  # the single-module layout: the same key as before the package split
+        code = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16]
+        assert _export_versions()["mnv3_code"] == code
 
 
 def test_help_teaches_and_bad_arguments_fail_cleanly(tmp_path):

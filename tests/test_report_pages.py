@@ -155,27 +155,6 @@ def test_notebook_formulas_all_convert():
                 assert "$$" not in out, path.name
 
 
-# ------------------------------------------------------------------------------ benchmarks page
-
-
-def test_benchmark_page_keeps_one_dataset_per_accuracy_axis(tmp_path):
-    frontier = {"results": [
-        {"arch": "small", "width": 1.0, "median_ms": 2.0, "accuracy": [{"experiment": "mnist_small", "dataset": "mnist",
-                                                                         "test_accuracy": 0.42}], "paper": {"top1": 67.4}},
-        {"arch": "large", "width": 1.0, "median_ms": 5.0, "accuracy": [], "paper": {"top1": 75.2}},
-    ]}  # fmt: skip
-    shown = reports.frontier_paper_only(frontier)
-    assert [r["accuracy"] for r in shown["results"]] == [[], []] and frontier["results"][0]["accuracy"]  # a copy
-    # the runs' accuracies come from the run folders (the index's source), not the benchmark file
-    run = fake_run(tmp_path, "mnist_small", epochs_done=1, epochs_planned=1, train_samples=100, finished=True)
-    fake_run(tmp_path, "cifar10_small_s1", epochs_done=1, epochs_planned=3, train_samples=100, finished=False)
-    table = reports.trained_runs_at_widths(tmp_path, frontier)
-    assert list(table.index) == ["mnist_small"]  # the unfinished run has no accuracy to list
-    assert table.loc["mnist_small", "test accuracy"] == "50.00%"  # test.json's, not the file's 42%
-    assert table.loc["mnist_small", "ExecuTorch fp32 latency, 224x224 model (ms)"] == 2.0
-    assert run.is_dir()
-
-
 # ------------------------------------------------------------------------------ parity.md
 
 

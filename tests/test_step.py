@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mnv3 import train as train_module
-from mnv3.bench_gpu import PLANS, run as run_gpu_bench
+from mnv3.bench.gpu import PLANS, run as run_gpu_bench
 from mnv3.data import dataset_info
 from mnv3.experiments import get_experiment
 from mnv3.model import build_model

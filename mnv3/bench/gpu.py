@@ -1,7 +1,7 @@
 """GPU training throughput of ``mnv3.train.train_step``: images/s and peak memory.
 
-    python -m mnv3.bench_gpu                      # the plan scripts/gpu_bench.sh runs (CUDA)
-    python -m mnv3.bench_gpu --device cpu --plan tiny --out /tmp/b   # the smoke test
+    python -m mnv3.bench.gpu                      # the plan scripts/gpu_bench.sh runs (CUDA)
+    python -m mnv3.bench.gpu --device cpu --plan tiny --out /tmp/b   # the smoke test
 
 Each measurement builds one model (ours, or torchvision's with the same weights through
 ``to_torchvision``), puts a synthetic uint8 dataset of four batches on the device, and times
@@ -25,11 +25,12 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .files import write_json_atomic
-from .data import dataset_info
-from .experiments import get_experiment
-from .model import build_model
-from .environment import machine_record
+from ..data import dataset_info
+from ..environment import machine_record
+from ..experiments import get_experiment
+from ..files import write_json_atomic
+from ..model import build_model
+
 
 __all__ = ["Measurement", "PLANS", "measure", "run", "main"]
 
@@ -69,7 +70,7 @@ def _model(m: Measurement, device: torch.device) -> tuple[nn.Module, Any]:
     model = build_model(exp.arch, num_classes=info.num_classes, in_channels=info.in_channels, width_mult=exp.width_mult,
                         dropout=exp.dropout, drop_first_strides=exp.drop_first_strides)  # fmt: skip
     if m.model == "torchvision":
-        from .torchvision_compat import to_torchvision
+        from ..torchvision_compat import to_torchvision
 
         model = to_torchvision(model)
     for module in model.modules():
@@ -83,7 +84,7 @@ def _model(m: Measurement, device: torch.device) -> tuple[nn.Module, Any]:
 
 def measure(m: Measurement, device: torch.device, *, steps: int, warmup: int) -> dict[str, Any]:
     """Time ``steps`` calls of ``train_step`` after ``warmup`` untimed ones; returns one result row."""
-    from .train import make_optimizer, train_step
+    from ..train import make_optimizer, train_step
 
     model, exp = _model(m, device)
     info = dataset_info(exp.dataset)
@@ -164,7 +165,7 @@ def run(plan: list[Measurement], device: torch.device, out: Path, *, steps: int,
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(prog="python -m mnv3.bench_gpu", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m mnv3.bench.gpu", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="scripts/gpu_bench.sh runs the full plan on a GPU and keeps the JSON.")  # fmt: skip
     parser.add_argument("--plan", choices=sorted(PLANS), default="full", help="what to measure (default full; tiny: the CPU smoke test)")

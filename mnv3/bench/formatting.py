@@ -1,0 +1,48 @@
+"""How the suites write numbers: rounded JSON values, console tables, and the notes on a
+target's paired-ratio interval."""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Sequence
+
+
+def _round(value: Any, digits: int = 6) -> Any:
+    """Floats to ``digits`` significant digits (JSON stays readable, small differences survive)."""
+    if isinstance(value, float):
+        return float(f"{value:.{digits}g}") if math.isfinite(value) else None
+    if isinstance(value, list):
+        return [_round(v, digits) for v in value]
+    if isinstance(value, dict):
+        return {k: _round(v, digits) for k, v in value.items()}
+    return value
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows)
+
+
+def _fmt_ms(value: float | None) -> str:
+    return "-" if value is None or not math.isfinite(value) else (f"{value:.3f}" if value < 10 else f"{value:.1f}")
+
+
+def _index(results: Iterable[dict[str, Any]], key: str = "contender") -> dict[tuple, dict[str, Any]]:
+    return {(r["setting"], r["batch"], r[key]): r for r in results}
+
+
+def _within_noise(ci: Sequence[float] | None, threshold: float) -> bool | None:
+    """Whether the paired ratios' 95% interval contains the threshold (None without an interval)."""
+    if not ci or ci[0] is None:
+        return None
+    return ci[0] <= threshold <= ci[1]
+
+
+def _ci_note(ci: Sequence[float] | None, threshold: float) -> str:
+    if not ci or ci[0] is None:
+        return ""
+    lo, hi = ci
+    if lo <= threshold <= hi:
+        where = f"which contains {threshold:g}: the difference is within this machine's noise"
+    else:
+        where = f"entirely {'below' if hi < threshold else 'above'} {threshold:g}"
+    return f"paired per-round ratios: 95% interval [{lo:.3f}, {hi:.3f}], {where}"
