@@ -2,7 +2,6 @@
 fp32 batch-1 latency, with the test accuracy of the trained runs of the same arch and width."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -10,6 +9,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from ..environment import load_average
+from ..runs import load_record, load_test
 from ..timing import interleaved_times, summarize_times
 from .artefacts import Artefact, ArtefactStore
 from .cases import _wrap, frontier_case, make_models
@@ -34,11 +34,11 @@ def find_trained_runs(runs_dir: str | Path | None) -> list[dict[str, Any]]:
         return []
     found = []
     for config_path in sorted(Path(runs_dir).glob("*/config.json")):
-        test_path = config_path.parent / "test.json"
-        if not test_path.is_file():
-            continue
         try:
-            config, test = json.loads(config_path.read_text()), json.loads(test_path.read_text())
+            test = load_test(config_path.parent)
+            if test is None:  # unfinished: no result
+                continue
+            config = load_record(config_path.parent)
             model = config["model"]
             arch = str(model["spec"]["name"]).removeprefix("mobilenet_v3_")
             found.append({

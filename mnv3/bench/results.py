@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..experiments import EXPERIMENTS
+from ..runs import dataset_label, format_accuracy, load_record, load_test
 from .config import CONTENDER_LABELS, CONTENDERS
 
 
@@ -163,23 +163,6 @@ def frontier_paper_only(frontier: Mapping[str, Any]) -> dict[str, Any]:
     return data
 
 
-DATASET_NAMES = {"mnist": "MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "fashion_mnist": "Fashion-MNIST",
-                 "kmnist": "KMNIST", "synthetic": "synthetic"}  # fmt: skip
-
-
-def _format_accuracy(value: float | None) -> str:
-    """A fraction as the reports print it (0.9876 -> "98.76%"), "-" for None or NaN."""
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f}%"
-
-
-def _dataset_label(config: Mapping[str, Any]) -> str:
-    """"MNIST", or "CIFAR-10 (JPEG mirror)" for a run whose config.json names the offline mirror
-    (``data_mirror``), as the index labels it."""
-    name = config.get("dataset", "?")
-    label = DATASET_NAMES.get(name, name)
-    return label + " (JPEG mirror)" if name == "cifar10" and config.get("data_mirror") else label
-
-
 def trained_runs_at_widths(runs_dir: str | Path, frontier: Mapping[str, Any] | None = None, experiments: Sequence[str] = EXPERIMENTS):
     """The finished runs of ``runs_dir`` (the index's source), one row each, indexed by experiment:
     dataset, arch, width, input size, test accuracy ("98.76%") and, from ``frontier``
@@ -194,16 +177,15 @@ def trained_runs_at_widths(runs_dir: str | Path, frontier: Mapping[str, Any] | N
     rows = []
     for name in experiments:
         run_dir = Path(runs_dir) / name
-        test_path, config_path = run_dir / "test.json", run_dir / "config.json"
-        if not (test_path.is_file() and config_path.is_file()):
+        test = load_test(run_dir)
+        if test is None or not (run_dir / "config.json").is_file():
             continue
-        test = json.loads(test_path.read_text())
-        config = json.loads(config_path.read_text())
+        config = load_record(run_dir)
         arch = config.get("fields", {}).get("arch") or config["model"]["spec"]["name"].rsplit("_", 1)[-1]
         width = float(config.get("fields", {}).get("width_mult") or config["model"].get("width_mult", 1.0))
         rows.append({
-            "experiment": name, "dataset": _dataset_label(config), "arch": arch, "width": width,
-            "input": f"{config['image_size']}x{config['image_size']}", "test accuracy": _format_accuracy(test["test_accuracy"]),
+            "experiment": name, "dataset": dataset_label(config), "arch": arch, "width": width,
+            "input": f"{config['image_size']}x{config['image_size']}", "test accuracy": format_accuracy(test["test_accuracy"]),
             "ExecuTorch fp32 latency, 224x224 model (ms)": latency.get((arch, width)),
         })  # fmt: skip
     return pd.DataFrame(rows).set_index("experiment") if rows else pd.DataFrame()

@@ -6,9 +6,8 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..experiments import EXPERIMENTS
 from ..paths import shown_path
-from ..runs import dataset_label, format_accuracy, load_test, require_run
+from ..runs import format_accuracy, require_run
 from .pages import EXPORT_HINT
 
 # ============================================================================ what the notebooks compute
@@ -26,49 +25,10 @@ from .pages import EXPORT_HINT
 # --- 07: benchmarks
 
 
-def frontier_paper_only(frontier: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of frontier.json (mnv3.bench) without the trained runs' accuracies, so that its plot's
-    accuracy axis holds one dataset, the paper's ImageNet top-1. The page lists the runs' own
-    accuracies from the run folders instead (:func:`trained_runs_at_widths`)."""
-    import copy
-
-    data = copy.deepcopy(dict(frontier))
-    for row in data.get("results", []):
-        row["accuracy"] = []
-    return data
 
 
-def label_frontier_accuracy_axis(fig) -> None:
-    """Name the dataset of the frontier figure's accuracy panel (its third axes, when drawn)."""
-    if len(fig.axes) >= 3:
-        ax = fig.axes[2]
-        ax.set_ylabel("ImageNet top-1 accuracy (%), the paper's Table 3")
-        ax.set_title("the paper's ImageNet accuracy against latency here")
 
 
-def trained_runs_at_widths(runs_dir: str | Path, frontier: Mapping[str, Any] | None = None, experiments: Sequence[str] = EXPERIMENTS):
-    """The finished runs of ``runs_dir`` (the index's source), one row each: dataset, arch, width,
-    input size, test accuracy and, from ``frontier`` (frontier.json), the ExecuTorch fp32 batch-1
-    latency in ms of the 224x224, 1000-class model of the same arch and width (None when not
-    measured). Unfinished and missing runs are left out: they have no test accuracy."""
-    import pandas as pd
-
-    latency = {(r["arch"], float(r["width"])): r.get("median_ms") for r in (frontier or {}).get("results", [])}
-    rows = []
-    for name in experiments:
-        run_dir = Path(runs_dir) / name
-        test = load_test(run_dir)
-        if test is None or not (run_dir / "config.json").is_file():
-            continue
-        config = json.loads((run_dir / "config.json").read_text())
-        arch = config.get("fields", {}).get("arch") or config["model"]["spec"]["name"].rsplit("_", 1)[-1]
-        width = float(config.get("fields", {}).get("width_mult") or config["model"].get("width_mult", 1.0))
-        rows.append({
-            "experiment": name, "dataset": dataset_label(config), "arch": arch, "width": width,
-            "input": f"{config['image_size']}x{config['image_size']}", "test accuracy": format_accuracy(test["test_accuracy"]),
-            "ExecuTorch fp32 latency, 224x224 model (ms)": latency.get((arch, width)),
-        })  # fmt: skip
-    return pd.DataFrame(rows).set_index("experiment") if rows else pd.DataFrame()
 
 
 # --- 06: export
