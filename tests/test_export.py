@@ -154,12 +154,12 @@ def test_model_json_schema(exported):
 
 def test_model_json_names_its_run_without_the_machines_path(exported, monkeypatch):
     # The full profile's model.json is committed: its source run must read the same on every machine.
-    import mnv3.export as ex
+    from mnv3.export.manifest import _sha256 as sha256_of, _source_run as source_run
 
     monkeypatch.chdir(exported.run.parent.parent)
-    source = ex._source_run(exported.run, exported.config)
+    source = source_run(exported.run, exported.config)
     assert source["run_dir"] == f"{exported.run.parent.name}/{exported.run.name}"
-    assert source["checkpoint_sha256"] == ex._sha256(exported.run / source["checkpoint"])
+    assert source["checkpoint_sha256"] == sha256_of(exported.run / source["checkpoint"])
 
 
 def test_channel_order_follows_the_dataset():
@@ -396,9 +396,11 @@ def test_files_follow_the_umask(exported, tmp_path):
     os.umask(mask)
     for path in exported.out.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask, path.name
+    from mnv3.export._atomic import _write_bytes
+
     old = os.umask(0o027)
     try:
-        ex._write_bytes(tmp_path / "f.bin", b"x")
+        _write_bytes(tmp_path / "f.bin", b"x")
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "f.bin").stat().st_mode) == 0o640
