@@ -415,7 +415,7 @@ def test_model_json_records_each_files_sha256(exported):
 
 
 def test_latency_is_opt_in_and_readers_cope_without_it(tmp_path):
-    from mnv3 import reports
+    from mnv3.export import readers
 
     assert ex.measure_latency(lambda x: x, torch.zeros(1), runs=0) == ex.NOT_TIMED
     rows = [{"artefact": name, "file": None if name == "eager" else f"m.{name}", "size_bytes": None if name == "eager" else 10,
@@ -426,13 +426,13 @@ def test_latency_is_opt_in_and_readers_cope_without_it(tmp_path):
     ex.write_parity(report, tmp_path)
     assert "Latency: not timed here (`make bench`" in (tmp_path / "parity.md").read_text()
     assert json.loads((tmp_path / "parity.json").read_text())["rows"][1]["latency_ms_median"] is None
-    frame = reports.load_parity(tmp_path)  # what notebook 06 reads
+    frame = readers.load_parity(tmp_path)  # what notebook 06 reads
     assert frame["latency_ms_median"].isna().all() and frame["latency_vs_eager"].isna().all()
-    assert set(reports.parity_table(frame)["latency median (ms)"]) == {"—"}
+    assert set(readers.parity_table(frame)["latency median (ms)"]) == {"—"}
     import matplotlib
 
     matplotlib.use("Agg")
-    reports.plot_parity(frame)
+    readers.plot_parity(frame)
 
 
 def test_int8_keeps_the_asked_layers_in_fp32_inside_the_delegate(tmp_path):
