@@ -396,11 +396,11 @@ def test_files_follow_the_umask(exported, tmp_path):
     os.umask(mask)
     for path in exported.out.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask, path.name
-    from mnv3.export._atomic import _write_bytes
+    from mnv3.files import write_bytes_atomic  # what the exporters write with
 
     old = os.umask(0o027)
     try:
-        _write_bytes(tmp_path / "f.bin", b"x")
+        write_bytes_atomic(tmp_path / "f.bin", b"x")
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "f.bin").stat().st_mode) == 0o640
@@ -412,6 +412,31 @@ def test_model_json_records_each_files_sha256(exported):
     for name, digest in manifest["sha256"].items():
         assert digest == hashlib.sha256((exported.out / name).read_bytes()).hexdigest()
     assert ex.verify_files(exported.out, manifest, manifest["files"].values()) == []
+
+
+def test_latency_percentiles_interpolate_like_every_other_timer(monkeypatch):
+    """p10/p90 are numpy's linear-interpolation percentiles (mnv3.timing), not nearest-rank picks."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from mnv3 import timing
+
+    durations_ms = [5.0, 1.0, 9.0, 3.0, 7.0, 2.0, 10.0, 4.0, 8.0, 6.0]  # one per timed call, shuffled
+    clock = {"now": 0.0, "calls": 0}
+
+    def runner(x):
+        clock["calls"] += 1
+        if clock["calls"] > 2:  # the two warm-up calls are not timed
+            clock["now"] += durations_ms[clock["calls"] - 3] / 1000.0
+        return x
+
+    monkeypatch.setattr(timing, "time", SimpleNamespace(perf_counter=lambda: clock["now"]))
+    result = ex.measure_latency(runner, torch.zeros(1), runs=len(durations_ms), warmup=2)
+    assert clock["calls"] == 12 and result["latency_runs"] == 10
+    assert result["latency_ms_median"] == pytest.approx(5.5)
+    assert result["latency_ms_p10"] == pytest.approx(np.percentile(durations_ms, 10)) == pytest.approx(1.9)
+    assert result["latency_ms_p90"] == pytest.approx(np.percentile(durations_ms, 90)) == pytest.approx(9.1)
 
 
 def test_latency_is_opt_in_and_readers_cope_without_it(tmp_path):

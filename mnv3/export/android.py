@@ -13,8 +13,7 @@ from typing import Any, Callable
 import torch
 
 from ..data import load_split
-from ..files import write_json_atomic
-from ._atomic import _write_bytes
+from ..files import write_bytes_atomic, write_json_atomic
 from .deps import ExportError, _executorch
 from .formats import FILE_NAMES
 from .manifest import _source_run, _test_accuracy, model_manifest, verify_files
@@ -93,7 +92,7 @@ def _android_dataset(
 
     reuse = _reusable_export(run_dir, source, shape, say)
     if reuse is not None:
-        _write_bytes(dest / FILE_NAMES["pte"], reuse.read_bytes())
+        write_bytes_atomic(dest / FILE_NAMES["pte"], reuse.read_bytes())
         say(f"  {info.name}: copied {reuse}")
     else:
         start = time.perf_counter()

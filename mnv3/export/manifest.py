@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..checkpoint import weights_file
 from ..data import DatasetInfo
+from ..environment import package_version
+from ..paths import relative_to_cwd
 from .deps import ExportError
 
 # Keys of model.json's "files" block (the app reads "pte_fp32").
@@ -22,13 +23,6 @@ LEGACY_NOTE = (
 )
 
 
-def _package_version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -37,19 +31,11 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _relative_to_cwd(path: Path) -> str:
-    # model.json of the full profile is committed: no absolute path of the exporting machine in it.
-    path = path.resolve()
-    try:
-        return path.relative_to(Path.cwd().resolve()).as_posix()
-    except ValueError:
-        return str(path)
-
-
 def _source_run(run_dir: Path, config: dict[str, Any], which: str = "best") -> dict[str, Any]:
     checkpoint = weights_file(run_dir, which)
     return {
-        "run_dir": _relative_to_cwd(run_dir),
+        # model.json of the full profile is committed: no absolute path of the exporting machine in it.
+        "run_dir": relative_to_cwd(run_dir),
         "experiment": config.get("experiment"),
         "profile": config.get("profile"),
         "checkpoint": checkpoint.name if checkpoint else None,
@@ -100,7 +86,7 @@ def model_manifest(
         "files": {MANIFEST_KEYS[fmt]: name for fmt, name in files.items()},
         "sha256": {name: _sha256(Path(folder) / name) for name in files.values()} if folder is not None else {},
         "test_accuracy": test_accuracy,
-        "executorch_version": _package_version("executorch"),
+        "executorch_version": package_version("executorch"),
         "source_run": source_run,
     }
     if "ptl" in files:

@@ -8,7 +8,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ._atomic import _write_atomic
+from ..files import write_atomic
 from .deps import ExportError, _onnx
 from .runners import OnnxRunner
 from .wrapper import _contiguous_copy, check_finite
@@ -63,7 +63,7 @@ def export_onnx(module: nn.Module, path: str | Path, input_shape: Sequence[int],
         how = None
         if opset >= ONNX_OPSET:
             try:
-                _write_atomic(path, dynamo)
+                write_atomic(path, dynamo)
                 how = "torch.onnx dynamo exporter"
             except Exception as err:
                 fallback_reason = f" (the dynamo exporter failed: {first_line(err)})"
@@ -71,7 +71,7 @@ def export_onnx(module: nn.Module, path: str | Path, input_shape: Sequence[int],
             fallback_reason = f" (opset {opset} < {ONNX_OPSET})"
         if how is None:
             try:
-                _write_atomic(path, torchscript)
+                write_atomic(path, torchscript)
                 how = "torch.onnx TorchScript exporter" + fallback_reason
             except Exception as err:
                 raise ExportError(f"ONNX export at opset {opset} failed: {first_line(err)}. Try --onnx-opset {ONNX_OPSET}.") from None

@@ -2,8 +2,6 @@
 test accuracy, size, optional latency)."""
 from __future__ import annotations
 
-import time
-import statistics
 from pathlib import Path
 from typing import Any, Callable
 
@@ -11,7 +9,8 @@ import torch
 from torch import nn
 
 from ..data import DatasetInfo, load_split
-from ..files import write_json_atomic
+from ..files import write_json_atomic, write_text_atomic
+from ..timing import percentile, time_calls
 from .deps import _quiet_imports
 from .formats import FILE_NAMES
 from .manifest import LEGACY_NOTE
@@ -63,24 +62,20 @@ NOT_TIMED = {"latency_ms_median": None, "latency_ms_p10": None, "latency_ms_p90"
 
 
 def measure_latency(runner: Callable, x: torch.Tensor, *, runs: int = 100, warmup: int = 10) -> dict[str, Any]:
-    """Wall-clock latency of ``runner(x)`` in milliseconds: median and 10th/90th percentiles.
+    """Wall-clock latency of ``runner(x)`` in milliseconds, after ``warmup`` untimed calls.
 
-    ``runs`` = 0 times nothing and returns :data:`NOT_TIMED` (the same keys, None values).
+    Returns ``latency_ms_median``, ``latency_ms_p10`` and ``latency_ms_p90`` (floats, ms: numpy's
+    linear-interpolation percentiles, as every timer of :mod:`mnv3.timing`) and ``latency_runs``.
+    ``runs`` = 0 times nothing and returns :data:`NOT_TIMED` (the same keys, None values); a
+    negative ``runs`` or ``warmup`` raises ValueError.
     """
     if runs == 0:
         return dict(NOT_TIMED)
-    for _ in range(warmup):
-        runner(x)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        runner(x)
-        times.append((time.perf_counter() - start) * 1000.0)
-    times.sort()
+    times = time_calls(lambda: runner(x), runs=runs, warmup=warmup)
     return {
-        "latency_ms_median": statistics.median(times),
-        "latency_ms_p10": times[int(0.1 * (len(times) - 1))],
-        "latency_ms_p90": times[int(0.9 * (len(times) - 1))],
+        "latency_ms_median": percentile(times, 50),
+        "latency_ms_p10": percentile(times, 10),
+        "latency_ms_p90": percentile(times, 90),
         "latency_runs": runs,
     }
 
@@ -149,7 +144,7 @@ def write_parity(report: dict[str, Any], out_dir: str | Path) -> None:
         lines += [f"- {failure}" for failure in report["failures"]]
     if any(row["artefact"] == "ptl" for row in report["rows"]):
         lines += ["", f"Legacy: {LEGACY_NOTE}"]
-    (out_dir / "parity.md").write_text("\n".join(lines) + "\n")
+    write_text_atomic(out_dir / "parity.md", "\n".join(lines) + "\n")
 
 
 def _thread_counts(onnx_threads: int | None = None) -> dict[str, int | None]:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..data import DatasetInfo, load_split
-from ._atomic import _write_bytes
+from ..files import write_bytes_atomic
 from .delegation import check_delegation, delegation_report
 from .deps import ExportError, _executorch, _pt2e
 from .wrapper import RawPixelModel, _contiguous_copy, check_finite
@@ -67,7 +67,7 @@ def export_pte(
     data, report = lower_to_pte(
         module, module.input_shape(batch_size), require_full_delegation=require_full_delegation, what="the fp32 .pte"
     )
-    _write_bytes(Path(path), data)
+    write_bytes_atomic(path, data)
     return report
 
 
@@ -154,5 +154,5 @@ def export_pte_int8(
     data, report = lower_to_pte(
         quantized, input_shape, require_full_delegation=require_full_delegation, what="the int8 .pte"
     )
-    _write_bytes(Path(path), data)
+    write_bytes_atomic(path, data)
     return report

@@ -8,7 +8,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ._atomic import _write_atomic
+from ..files import write_atomic
 from .deps import ExportError
 from .runners import PtlRunner
 from .wrapper import _contiguous_copy, check_finite
@@ -41,7 +41,7 @@ def export_ptl(module: nn.Module, path: str | Path, input_shape: Sequence[int]) 
             scripted, how = torch.jit.freeze(scripted), how + "+freeze"
         except Exception:
             pass
-        _write_atomic(Path(path), lambda tmp: scripted._save_for_lite_interpreter(str(tmp)))
+        write_atomic(path, lambda tmp: scripted._save_for_lite_interpreter(str(tmp)))
         try:
             PtlRunner(path)(torch.zeros(tuple(input_shape)))
         except Exception as err:
