@@ -125,6 +125,68 @@ def test_undelegated_convolution_is_detected():
         ex.check_delegation(report)
 
 
+def _hand_count(edge) -> dict[str, dict[str, int]]:
+    """Ops per name inside and outside the delegates, counted over the graphs directly (getitem aside)."""
+    from collections import Counter
+
+    gm = edge.exported_program().graph_module
+
+    def name(node):
+        return (getattr(node.target, "__name__", None) or str(node.target)).split(":")[0].strip("<> ").replace("EdgeOpOverload ", "")
+
+    inside, outside = Counter(), Counter()
+    for node in gm.graph.nodes:
+        if node.op != "call_function" or name(node) == "getitem":
+            continue
+        if name(node) == "executorch_call_delegate":
+            lowered = getattr(gm, node.args[0].target)
+            inside.update(name(n) for n in lowered.original_module.graph.nodes if n.op == "call_function" and name(n) != "getitem")
+        else:
+            outside[name(node)] += 1
+    return {"delegated_by_op": dict(inside), "non_delegated_by_op": dict(outside)}
+
+
+def test_delegation_counts_per_op_match_a_hand_count():
+    """Two delegates around an op XNNPACK cannot run: ExecuTorch's count, renamed by op, is the graph's."""
+    needs_export_extras()
+
+    class Split(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Conv2d(1, 4, 3), torch.nn.Conv2d(4, 4, 3)
+
+        def forward(self, x):
+            return self.b(torch.cumsum(self.a(x), 1)).flatten(1)
+
+    edge = ex.to_edge_xnnpack(Split().eval(), (torch.zeros(1, 1, 8, 8),))
+    report = ex.delegation_report(edge)
+    assert {k: report[k] for k in ("delegated_by_op", "non_delegated_by_op")} == _hand_count(edge)
+    assert report["delegated_by_op"] == {"aten.convolution.default": 2, "aten.view_copy.default": 1}
+    assert report["non_delegated_by_op"] == report["non_delegated_compute"] == {"aten.cumsum.default": 1}
+    assert report["delegates"] == 2 and report["delegated_ops"] == 3 and report["non_delegated_ops"] == 1
+    assert not report["fully_delegated"]
+
+
+def test_delegation_report_is_the_committed_exports(tmp_path):
+    """Notebook 06 shows parity.json's delegation tables: the committed full-profile mnist_small export,
+    lowered again from its checkpoint by this code (with the ExecuTorch version that wrote it), must
+    report the same numbers, op for op, for the fp32 and the int8 program."""
+    needs_export_extras()
+    run = Path(__file__).resolve().parents[1] / "reports" / "full" / "runs" / "mnist_small"
+    parity = json.loads((run / "export" / "parity.json").read_text())
+    manifest = json.loads((run / "export" / "model.json").read_text())
+    if importlib.metadata.version("executorch") != manifest["executorch_version"]:
+        pytest.skip(f"the committed export was lowered by executorch {manifest['executorch_version']}")
+    wrapper, _, _ = ex.load_wrapped_run(run, which=Path(manifest["source_run"]["checkpoint"]).stem)
+    _, fp32 = ex.lower_to_pte(wrapper, wrapper.input_shape(1))
+    assert fp32 == parity["delegation"]["pte"]
+    # Node counts do not depend on the calibration images, only on the layers kept in fp32.
+    kept = ex.fp32_module_names(wrapper, parity["int8"]["keep_fp32"])
+    quantized = ex.quantize_int8(wrapper, torch.rand(8, *wrapper.input_shape(1)[1:]), batch_size=4, keep_fp32=kept)
+    _, int8 = ex.lower_to_pte(quantized, wrapper.input_shape(1))
+    assert int8 == parity["delegation"]["pte-int8"]
+
+
 # ----------------------------------------------------------------------------- model.json, parity
 
 

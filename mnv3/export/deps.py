@@ -60,6 +60,13 @@ def _executorch() -> SimpleNamespace:
     )
 
 
+def _delegation_info():
+    """ExecuTorch's own delegation count, ``executorch.devtools.backend_debug.get_delegation_info``."""
+    with _quiet_imports():
+        debug = _require("executorch.devtools.backend_debug", "executorch", "the XNNPACK delegation report")
+    return debug.get_delegation_info
+
+
 def _pt2e() -> SimpleNamespace:
     """PT2E quantization: the XNNPACK quantizer (executorch) and prepare/convert (torchao)."""
     purpose = "int8 quantization (pte-int8)"
