@@ -268,6 +268,8 @@ def test_run_without_weights_is_a_clear_error(exported, tmp_path, capsys):
     assert ex.main([str(run), "--formats", "pte"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "no weights" in err and "Traceback" not in err
+    assert ex.main(["run", str(run), "--formats", "pte"]) == 2  # the command the short form stands for
+    assert capsys.readouterr().err == err
 
 
 def test_unknown_format_lists_the_valid_ones(exported, capsys):
@@ -307,6 +309,10 @@ def test_help_explains_formats_and_assets(capsys):
     out = capsys.readouterr().out
     for word in ("pte-int8", "XNNPACK", "LEGACY", "android-assets", "--skip-parity", "--calibration-batches"):
         assert word in out
+    assert "python -m mnv3.export [run] RUN_DIR" in out  # both commands, and that `run` may be left out
+    with pytest.raises(SystemExit):
+        ex.main(["run", "--help"])
+    assert "--allow-undelegated" in capsys.readouterr().out  # every option of the run command
     with pytest.raises(SystemExit):
         ex.main(["android-assets", "--help"])
     assert "golden.json" in capsys.readouterr().out

@@ -1,4 +1,5 @@
-"""The command line: ``python -m mnv3.export RUN_DIR`` and ``python -m mnv3.export android-assets``."""
+"""The command line, two commands: ``python -m mnv3.export [run] RUN_DIR`` (``run`` may be left out,
+as the Makefile, README and notebooks do) and ``python -m mnv3.export android-assets``."""
 from __future__ import annotations
 
 import argparse
@@ -47,33 +48,31 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _export_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m mnv3.export",
-        description=(
-            "Export a trained run folder for phones and check every exported file against eager PyTorch. "
-            "All artefacts take raw pixels in [0, 1] (pixel/255), float32 NCHW, batch 1, at the dataset's "
-            "native size; normalisation happens inside the graph."
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=(
-            "formats:\n"
-            "  pte       model.pte       ExecuTorch fp32, whole network in the XNNPACK delegate (the Android app's file)\n"
-            "  pte-int8  model_int8.pte  ExecuTorch int8 (PT2E static quantization, XNNPACKQuantizer, per-channel);\n"
-            "                            the first bneck block stays fp32 in the delegate (--int8-keep-fp32)\n"
-            "  ptl       model.ptl       TorchScript lite interpreter: LEGACY (PyTorch Mobile is deprecated upstream)\n"
-            "  onnx      model.onnx      ONNX (opset 18, or --onnx-opset), dynamic batch, checked with onnxruntime\n"
-            "plus model.json (what the app reads) and parity.json / parity.md (unless --skip-parity).\n\n"
-            "examples:\n"
-            "  python -m mnv3.export runs/quick/mnist_small\n"
-            "  python -m mnv3.export runs/quick/cifar10_small_s1 --formats pte,pte-int8 --calibration-batches 16\n"
-            "  python -m mnv3.export RUN --formats pte --skip-parity --out /tmp/export\n"
-            "  python -m mnv3.export android-assets --mnist runs/quick/mnist_small --cifar runs/quick/cifar10_small_s1\n"
-            "    (see python -m mnv3.export android-assets --help)\n\n"
-            f"ExecuTorch, ONNX and onnxruntime are optional: {INSTALL_HINT}\n"
-            "exit status: 0 ok, 2 unusable run folder / bad argument / missing package / delegation failure."
-        ),
-    )
+COMMANDS = ("run", "android-assets")
+DEFAULT_COMMAND = "run"  # `python -m mnv3.export RUN_DIR` (no command) is `run`, as it always was
+
+FORMATS_HELP = (
+    "formats:\n"
+    "  pte       model.pte       ExecuTorch fp32, whole network in the XNNPACK delegate (the Android app's file)\n"
+    "  pte-int8  model_int8.pte  ExecuTorch int8 (PT2E static quantization, XNNPACKQuantizer, per-channel);\n"
+    "                            the first bneck block stays fp32 in the delegate (--int8-keep-fp32)\n"
+    "  ptl       model.ptl       TorchScript lite interpreter: LEGACY (PyTorch Mobile is deprecated upstream)\n"
+    "  onnx      model.onnx      ONNX (opset 18, or --onnx-opset), dynamic batch, checked with onnxruntime\n"
+    "plus model.json (what the app reads) and parity.json / parity.md (unless --skip-parity).\n"
+)
+EXIT_HELP = (
+    f"ExecuTorch, ONNX and onnxruntime are optional: {INSTALL_HINT}\n"
+    "exit status: 0 ok, 2 unusable run folder / bad argument / missing package / delegation failure."
+)
+RUN_EXAMPLES = (
+    "  python -m mnv3.export runs/quick/mnist_small\n"
+    "  python -m mnv3.export runs/quick/cifar10_small_s1 --formats pte,pte-int8 --calibration-batches 16\n"
+    "  python -m mnv3.export RUN --formats pte --skip-parity --out /tmp/export\n"
+)
+ASSETS_EXAMPLE = "python -m mnv3.export android-assets --mnist runs/quick/mnist_small --cifar runs/quick/cifar10_small_s1"
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (config.json + best.pt), e.g. runs/quick/mnist_small")
     parser.add_argument("--out", metavar="DIR", default=None, help="output folder (default RUN_DIR/export)")
     parser.add_argument("--formats", type=_formats_arg, default=FORMATS, metavar="LIST",
@@ -107,40 +106,86 @@ def _export_parser() -> argparse.ArgumentParser:
     checks.add_argument("--threads", type=_positive_int, default=None, metavar="N", help="CPU threads for torch and onnxruntime")
     checks.add_argument("--allow-undelegated", action="store_true",
                         help="only warn (do not fail) when ops that touch the input stay outside the XNNPACK delegate")  # fmt: skip
-    return parser
 
 
-def _assets_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m mnv3.export android-assets",
-        description=(
-            "Write the Android app's assets: for each run, <ASSETS>/<dataset>/model.pte (fp32), model.json, "
-            "images/NN.png (test images, lossless) and golden.json (the .pte's logits on those PNGs, from "
-            "the ExecuTorch Python runtime)."
-        ),
-        epilog="example: python -m mnv3.export android-assets --mnist runs/quick/mnist_small --cifar runs/quick/cifar10_small_s1",
-    )
+def _add_assets_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mnist", metavar="RUN", default=None, help="run folder of an MNIST-family (gray) model")
     parser.add_argument("--cifar", metavar="RUN", default=None, help="run folder of a CIFAR (RGB) model")
     parser.add_argument("--assets-dir", metavar="DIR", default=str(DEFAULT_ASSETS_DIR), help=f"default {DEFAULT_ASSETS_DIR}")
     parser.add_argument("--images", type=_positive_int, default=20, metavar="N", help="test images per dataset (default 20)")
     parser.add_argument("--data-root", default=None, metavar="DIR", help="dataset root (default: the run's, else data)")
     parser.add_argument("--data-mirror", default=None, metavar="DIR", help="offline dataset mirror (default: the run's, else $MNV3_DATA_MIRROR)")
-    return parser
+
+
+def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The command line and its commands' parsers: ``run`` (the default) and ``android-assets``."""
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="python -m mnv3.export",
+        usage=(
+            "python -m mnv3.export [run] RUN_DIR [options]\n"
+            "       python -m mnv3.export android-assets [--mnist RUN] [--cifar RUN] [options]"
+        ),
+        description=(
+            "Export trained run folders for phones. All artefacts take raw pixels in [0, 1] (pixel/255), float32 "
+            "NCHW, batch 1, at the dataset's native size; normalisation happens inside the graph.\n\n"
+            "python -m mnv3.export RUN_DIR [options] is short for python -m mnv3.export run RUN_DIR [options]."
+        ),
+        formatter_class=raw,
+        epilog=(
+            FORMATS_HELP + "\nexamples:\n" + RUN_EXAMPLES + f"  {ASSETS_EXAMPLE}\n\n"
+            "Each command explains its options: python -m mnv3.export run --help, "
+            "python -m mnv3.export android-assets --help.\n" + EXIT_HELP
+        ),
+    )
+    commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
+    run = commands.add_parser(
+        "run", prog="python -m mnv3.export [run]", formatter_class=raw,
+        help="export one run folder (all formats by default) and check every file against eager PyTorch "
+             "(the default command: it may be left out)",
+        description=(
+            "Export a trained run folder for phones and check every exported file against eager PyTorch. "
+            "All artefacts take raw pixels in [0, 1] (pixel/255), float32 NCHW, batch 1, at the dataset's "
+            "native size; normalisation happens inside the graph. The command name may be left out."
+        ),
+        epilog=FORMATS_HELP + "\nexamples:\n" + RUN_EXAMPLES + "\n" + EXIT_HELP,
+    )  # fmt: skip
+    _add_run_arguments(run)
+    assets = commands.add_parser(
+        "android-assets", prog="python -m mnv3.export android-assets",
+        help="write the Android app's assets (model.pte, model.json, test PNGs, golden.json) for an MNIST and/or a CIFAR run",
+        description=(
+            "Write the Android app's assets: for each run, <ASSETS>/<dataset>/model.pte (fp32), model.json, "
+            "images/NN.png (test images, lossless) and golden.json (the .pte's logits on those PNGs, from "
+            "the ExecuTorch Python runtime)."
+        ),
+        epilog=f"example: {ASSETS_EXAMPLE}",
+    )  # fmt: skip
+    _add_assets_arguments(assets)
+    return parser, {"run": run, "android-assets": assets}
+
+
+def _with_command(argv: list[str]) -> list[str]:
+    """``argv`` with the default command put first when it names none (and does not ask for help)."""
+    # A run folder literally named "run" or "android-assets" is reached as ./run.
+    if argv and (argv[0] in COMMANDS or argv[0] in ("-h", "--help")):
+        return argv
+    return [DEFAULT_COMMAND, *argv]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (2 for problems the user can fix)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """CLI entry point (``argv`` without the program name; default ``sys.argv[1:]``); returns the exit
+    status: 0, or 2 for problems the user can fix. argparse exits (SystemExit 2) on a bad argument."""
+    argv = _with_command(list(sys.argv[1:] if argv is None else argv))
+    parser, commands = _parsers()
+    args = parser.parse_args(argv)
+    if args.command == "android-assets" and args.mnist is None and args.cifar is None:
+        commands["android-assets"].error("give --mnist RUN and/or --cifar RUN")
     try:
-        if argv and argv[0] == "android-assets":
-            args = _assets_parser().parse_args(argv[1:])
-            if args.mnist is None and args.cifar is None:
-                _assets_parser().error("give --mnist RUN and/or --cifar RUN")
+        if args.command == "android-assets":
             make_android_assets(args.mnist, args.cifar, args.assets_dir, args.images,
                                 data_root=args.data_root, data_mirror=args.data_mirror)  # fmt: skip
             return 0
-        args = _export_parser().parse_args(argv)
         export_run(
             args.run_dir, args.out, formats=args.formats, which=args.which, input_size=args.input_size,
             data_root=args.data_root, data_mirror=args.data_mirror,
