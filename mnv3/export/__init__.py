@@ -28,6 +28,14 @@ programs properly).
 
 ExecuTorch, ONNX and onnxruntime are optional dependencies, imported only when a format needs
 them: ``pip install -e ".[export]"``.
+
+One job per module: ``wrapper`` (the raw-pixel model), ``pte`` / ``ptl`` / ``onnx_export`` (the
+converters; ``delegation`` checks the XNNPACK lowering), ``runners`` (running the files),
+``manifest`` (model.json), ``parity`` (parity.json / parity.md), ``readers`` (those files read back
+for notebooks/06_export.ipynb), ``android`` (the app's assets), ``run`` (:func:`export_run`, the
+whole export), ``cli`` (the command line), ``formats`` and ``deps`` (the optional imports and the
+errors). Every name in ``__all__`` is importable from ``mnv3.export`` itself; notebook 06 imports
+``mnv3.export.readers``.
 """
 from __future__ import annotations
 

@@ -31,6 +31,7 @@ class MissingExportError(FileNotFoundError):
 
 
 def export_hint(profile: str, runs_dir: str | Path, experiment: str) -> str:
+    """How to make ``runs_dir/experiment/export`` (Markdown: the make target, and the command for this run alone)."""
     return EXPORT_HINT.format(profile=profile, runs_dir=runs_dir, experiment=experiment)
 
 
