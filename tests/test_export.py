@@ -126,6 +126,68 @@ def test_undelegated_convolution_is_detected():
         ex.check_delegation(report)
 
 
+def _hand_count(edge) -> dict[str, dict[str, int]]:
+    """Ops per name inside and outside the delegates, counted over the graphs directly (getitem aside)."""
+    from collections import Counter
+
+    gm = edge.exported_program().graph_module
+
+    def name(node):
+        return (getattr(node.target, "__name__", None) or str(node.target)).split(":")[0].strip("<> ").replace("EdgeOpOverload ", "")
+
+    inside, outside = Counter(), Counter()
+    for node in gm.graph.nodes:
+        if node.op != "call_function" or name(node) == "getitem":
+            continue
+        if name(node) == "executorch_call_delegate":
+            lowered = getattr(gm, node.args[0].target)
+            inside.update(name(n) for n in lowered.original_module.graph.nodes if n.op == "call_function" and name(n) != "getitem")
+        else:
+            outside[name(node)] += 1
+    return {"delegated_by_op": dict(inside), "non_delegated_by_op": dict(outside)}
+
+
+def test_delegation_counts_per_op_match_a_hand_count():
+    """Two delegates around an op XNNPACK cannot run: ExecuTorch's count, renamed by op, is the graph's."""
+    needs_export_extras()
+
+    class Split(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Conv2d(1, 4, 3), torch.nn.Conv2d(4, 4, 3)
+
+        def forward(self, x):
+            return self.b(torch.cumsum(self.a(x), 1)).flatten(1)
+
+    edge = ex.to_edge_xnnpack(Split().eval(), (torch.zeros(1, 1, 8, 8),))
+    report = ex.delegation_report(edge)
+    assert {k: report[k] for k in ("delegated_by_op", "non_delegated_by_op")} == _hand_count(edge)
+    assert report["delegated_by_op"] == {"aten.convolution.default": 2, "aten.view_copy.default": 1}
+    assert report["non_delegated_by_op"] == report["non_delegated_compute"] == {"aten.cumsum.default": 1}
+    assert report["delegates"] == 2 and report["delegated_ops"] == 3 and report["non_delegated_ops"] == 1
+    assert not report["fully_delegated"]
+
+
+def test_delegation_report_is_the_committed_exports(tmp_path):
+    """Notebook 06 shows parity.json's delegation tables: the committed full-profile mnist_small export,
+    lowered again from its checkpoint by this code (with the ExecuTorch version that wrote it), must
+    report the same numbers, op for op, for the fp32 and the int8 program."""
+    needs_export_extras()
+    run = Path(__file__).resolve().parents[1] / "reports" / "full" / "runs" / "mnist_small"
+    parity = json.loads((run / "export" / "parity.json").read_text())
+    manifest = json.loads((run / "export" / "model.json").read_text())
+    if importlib.metadata.version("executorch") != manifest["executorch_version"]:
+        pytest.skip(f"the committed export was lowered by executorch {manifest['executorch_version']}")
+    wrapper, _, _ = ex.load_wrapped_run(run, which=Path(manifest["source_run"]["checkpoint"]).stem)
+    _, fp32 = ex.lower_to_pte(wrapper, wrapper.input_shape(1))
+    assert fp32 == parity["delegation"]["pte"]
+    # Node counts do not depend on the calibration images, only on the layers kept in fp32.
+    kept = ex.fp32_module_names(wrapper, parity["int8"]["keep_fp32"])
+    quantized = ex.quantize_int8(wrapper, torch.rand(8, *wrapper.input_shape(1)[1:]), batch_size=4, keep_fp32=kept)
+    _, int8 = ex.lower_to_pte(quantized, wrapper.input_shape(1))
+    assert int8 == parity["delegation"]["pte-int8"]
+
+
 # ----------------------------------------------------------------------------- model.json, parity
 
 
@@ -155,12 +217,12 @@ def test_model_json_schema(exported):
 
 def test_model_json_names_its_run_without_the_machines_path(exported, monkeypatch):
     # The full profile's model.json is committed: its source run must read the same on every machine.
-    import mnv3.export as ex
+    from mnv3.export.manifest import _sha256 as sha256_of, _source_run as source_run
 
     monkeypatch.chdir(exported.run.parent.parent)
-    source = ex._source_run(exported.run, exported.config)
+    source = source_run(exported.run, exported.config)
     assert source["run_dir"] == f"{exported.run.parent.name}/{exported.run.name}"
-    assert source["checkpoint_sha256"] == ex._sha256(exported.run / source["checkpoint"])
+    assert source["checkpoint_sha256"] == sha256_of(exported.run / source["checkpoint"])
 
 
 def test_channel_order_follows_the_dataset():
@@ -207,6 +269,8 @@ def test_run_without_weights_is_a_clear_error(exported, tmp_path, capsys):
     assert ex.main([str(run), "--formats", "pte"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "no weights" in err and "Traceback" not in err
+    assert ex.main(["run", str(run), "--formats", "pte"]) == 2  # the command the short form stands for
+    assert capsys.readouterr().err == err
 
 
 def test_unknown_format_lists_the_valid_ones(exported, capsys):
@@ -246,6 +310,10 @@ def test_help_explains_formats_and_assets(capsys):
     out = capsys.readouterr().out
     for word in ("pte-int8", "XNNPACK", "LEGACY", "android-assets", "--skip-parity", "--calibration-batches"):
         assert word in out
+    assert "python -m mnv3.export [run] RUN_DIR" in out  # both commands, and that `run` may be left out
+    with pytest.raises(SystemExit):
+        ex.main(["run", "--help"])
+    assert "--allow-undelegated" in capsys.readouterr().out  # every option of the run command
     with pytest.raises(SystemExit):
         ex.main(["android-assets", "--help"])
     assert "golden.json" in capsys.readouterr().out
@@ -397,9 +465,11 @@ def test_files_follow_the_umask(exported, tmp_path):
     os.umask(mask)
     for path in exported.out.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask, path.name
+    from mnv3.files import write_bytes_atomic  # what the exporters write with
+
     old = os.umask(0o027)
     try:
-        ex._write_bytes(tmp_path / "f.bin", b"x")
+        write_bytes_atomic(tmp_path / "f.bin", b"x")
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "f.bin").stat().st_mode) == 0o640
@@ -413,8 +483,33 @@ def test_model_json_records_each_files_sha256(exported):
     assert ex.verify_files(exported.out, manifest, manifest["files"].values()) == []
 
 
+def test_latency_percentiles_interpolate_like_every_other_timer(monkeypatch):
+    """p10/p90 are numpy's linear-interpolation percentiles (mnv3.timing), not nearest-rank picks."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from mnv3 import timing
+
+    durations_ms = [5.0, 1.0, 9.0, 3.0, 7.0, 2.0, 10.0, 4.0, 8.0, 6.0]  # one per timed call, shuffled
+    clock = {"now": 0.0, "calls": 0}
+
+    def runner(x):
+        clock["calls"] += 1
+        if clock["calls"] > 2:  # the two warm-up calls are not timed
+            clock["now"] += durations_ms[clock["calls"] - 3] / 1000.0
+        return x
+
+    monkeypatch.setattr(timing, "time", SimpleNamespace(perf_counter=lambda: clock["now"]))
+    result = ex.measure_latency(runner, torch.zeros(1), runs=len(durations_ms), warmup=2)
+    assert clock["calls"] == 12 and result["latency_runs"] == 10
+    assert result["latency_ms_median"] == pytest.approx(5.5)
+    assert result["latency_ms_p10"] == pytest.approx(np.percentile(durations_ms, 10)) == pytest.approx(1.9)
+    assert result["latency_ms_p90"] == pytest.approx(np.percentile(durations_ms, 90)) == pytest.approx(9.1)
+
+
 def test_latency_is_opt_in_and_readers_cope_without_it(tmp_path):
-    from mnv3 import reports
+    from mnv3.export import readers
 
     assert ex.measure_latency(lambda x: x, torch.zeros(1), runs=0) == ex.NOT_TIMED
     rows = [{"artefact": name, "file": None if name == "eager" else f"m.{name}", "size_bytes": None if name == "eager" else 10,
@@ -425,13 +520,13 @@ def test_latency_is_opt_in_and_readers_cope_without_it(tmp_path):
     ex.write_parity(report, tmp_path)
     assert "Latency: not timed here (`make bench`" in (tmp_path / "parity.md").read_text()
     assert json.loads((tmp_path / "parity.json").read_text())["rows"][1]["latency_ms_median"] is None
-    frame = reports.load_parity(tmp_path)  # what notebook 06 reads
+    frame = readers.load_parity(tmp_path)  # what notebook 06 reads
     assert frame["latency_ms_median"].isna().all() and frame["latency_vs_eager"].isna().all()
-    assert set(reports.parity_table(frame)["latency median (ms)"]) == {"—"}
+    assert set(readers.parity_table(frame)["latency median (ms)"]) == {"—"}
     import matplotlib
 
     matplotlib.use("Agg")
-    reports.plot_parity(frame)
+    readers.plot_parity(frame)
 
 
 def test_int8_keeps_the_asked_layers_in_fp32_inside_the_delegate(tmp_path):

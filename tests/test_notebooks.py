@@ -17,6 +17,7 @@ import nbformat
 import pytest
 
 from mnv3 import build_model, model_from_config, paths, reports, runs
+from mnv3.export import readers
 from mnv3.experiments import EXPERIMENTS
 from mnv3.summary import summarize, totals
 
@@ -217,7 +218,7 @@ def test_export_page_tables(report_run):
     rows = {row["artefact"]: row for row in parity["rows"]}
     assert list(rows) == ["eager", "pte", "pte-int8", "ptl", "onnx"]
     for name, row in rows.items():
-        shown = table[reports.ARTEFACT_LABELS[name]]
+        shown = table[readers.ARTEFACT_LABELS[name]]
         assert runs.format_accuracy(row["test_accuracy"]) in shown
         assert f"{row['latency_ms_median']:.3f}" in shown
         assert f"{row['max_abs_logit_diff']:.2e}" in shown
@@ -225,7 +226,7 @@ def test_export_page_tables(report_run):
         assert f"{row['latency_ms_median'] / rows['eager']['latency_ms_median']:.2f}x" in shown
         if name != "eager":
             assert row["file"] in shown and f"{row['size_bytes'] / 1e6:.2f}" in shown
-    assert "legacy" in reports.ARTEFACT_LABELS["ptl"]
+    assert "legacy" in readers.ARTEFACT_LABELS["ptl"]
     # the int8 budget, stated from the accuracies
     drop = 100 * (rows["pte"]["test_accuracy"] - rows["pte-int8"]["test_accuracy"])
     assert f"{abs(drop):.2f} points" in html if drop else "loses nothing" in html
@@ -292,7 +293,7 @@ def test_interactive_commands_use_absolute_paths(tmp_path, monkeypatch):
         runs.train_command("mnist_small", "full", tmp_path / "reports" / "full" / "runs")
 
     monkeypatch.chdir(tmp_path / "notebooks")
-    cmd = reports.export_command("../runs/quick/mnist_small", data_root="../data", data_mirror="../mirror")
+    cmd = readers.export_command("../runs/quick/mnist_small", data_root="../data", data_mirror="../mirror")
     assert cmd[3] == str(tmp_path / "runs" / "quick" / "mnist_small")
     assert cmd[cmd.index("--data-root") + 1] == str(tmp_path / "data")
     assert cmd[cmd.index("--data-mirror") + 1] == str(tmp_path / "mirror")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnv3 import evaluate, reports, runs
+from mnv3 import evaluate, runs
 from mnv3.mathml import latex_to_mathml, markdown_with_mathml
 
 REPO = Path(__file__).resolve().parents[1]

@@ -44,7 +44,6 @@ from .cli import main
 from .index import profile_note, render_index, write_index
 from .pages import (EXPORT_HINT, NOTEBOOK_DIR, NOTEBOOKS, ORIGINAL_RESULTS, ORIGINAL_SUMMARY, RUN_REQUIREMENT, Notebook,
                     Requirement, notebook_by_name)
-from ._moving import ARTEFACT_LABELS, MissingExportError, export_hint, require_export, export_command, load_export, load_parity, parity_table, int8_budget, delegation_table, delegated_ops_table, manifest_table, plot_parity  # noqa: F401 - until the merge
 from .runner import ReportContext, ReportResult, default_runs_dir, execute_report, make_context
 from .cli import run_reports
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..experiments import EXPERIMENTS
+from ..export.readers import EXPORT_HINT
 from ..paths import REPO
 
 __all__ = ["ORIGINAL_RESULTS", "ORIGINAL_SUMMARY", "NOTEBOOK_DIR", "Requirement", "RUN_REQUIREMENT", "EXPORT_HINT", "Notebook",
@@ -47,8 +48,6 @@ class Requirement:
 RUN_REQUIREMENT = Requirement("{runs_dir}/{experiment}/test.json")
 
 
-# How RUN/export/ is made (a Requirement hint template; notebooks/06_export.ipynb says the same).
-EXPORT_HINT = "`make export PROFILE={profile}` (this run alone: `python -m mnv3.export {runs_dir}/{experiment}`)"
 
 
 @dataclass(frozen=True)

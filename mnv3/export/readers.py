@@ -1,4 +1,9 @@
-"""Temporary: the notebook-06 and -07 readers until they land in mnv3.export and mnv3.bench."""
+"""An export folder read back for notebooks/06_export.ipynb: parity.json and model.json as tables
+and plots, and the errors that say how to make a missing export.
+
+Everything here reads files that :mod:`mnv3.export.run` wrote; the committed full-profile exports
+(``reports/full/runs/*/export``) must keep rendering, so readers cope with fields older exports lack.
+"""
 from __future__ import annotations
 
 import json
@@ -8,30 +13,9 @@ from typing import Any, Mapping, Sequence
 
 from ..paths import shown_path
 from ..runs import format_accuracy, require_run
-from .pages import EXPORT_HINT
 
-# ============================================================================ what the notebooks compute
-
-
-# --- 01: nonlinearities
-
-
-# --- 02: architecture
-
-
-# --- 05: evaluation
-
-
-# --- 07: benchmarks
-
-
-
-
-
-
-
-
-# --- 06: export
+# How RUN/export/ is made (a Requirement hint template; notebooks/06_export.ipynb says the same).
+EXPORT_HINT = "`make export PROFILE={profile}` (this run alone: `python -m mnv3.export {runs_dir}/{experiment}`)"
 
 # The artefacts of RUN/export/parity.json, as the 06 notebook names them (in parity.json's order).
 ARTEFACT_LABELS = {
@@ -48,11 +32,14 @@ class MissingExportError(FileNotFoundError):
 
 
 def export_hint(profile: str, runs_dir: str | Path, experiment: str) -> str:
+    """How to make ``runs_dir/experiment/export`` (Markdown: the make target, and the command for this run alone)."""
     return EXPORT_HINT.format(profile=profile, runs_dir=runs_dir, experiment=experiment)
 
 
 def require_export(runs_dir: str | Path, experiment: str, profile: str) -> Path:
-    """RUN/export when its parity.json exists, else MissingExportError saying how to make it."""
+    """RUN/export when its parity.json exists, else MissingExportError saying how to make it
+    (MissingRunError, from :func:`mnv3.runs.require_run`, when the run folder itself is missing)."""
+
     run_dir = require_run(runs_dir, experiment, profile)
     export_dir = run_dir / "export"
     if not (export_dir / "parity.json").is_file():
@@ -125,6 +112,7 @@ def parity_table(frame):
     """:func:`load_parity`'s frame formatted for reading: one row per artefact, text cells."""
     import pandas as pd
 
+
     def num(value: Any, spec: str, suffix: str = "") -> str:
         return "—" if value is None or pd.isna(value) else f"{value:{spec}}{suffix}"
 
@@ -150,6 +138,7 @@ def int8_budget(parity_or_path: Mapping[str, Any] | str | Path) -> dict[str, Any
     Returns None when there is no int8 row; else reference, reference_accuracy, int8_accuracy,
     drop_points, budget_points, met (bool) and text (one Markdown sentence).
     """
+
     parity = _parity_report(parity_or_path)
     rows = {r["artefact"]: r for r in parity["rows"]}
     if "pte-int8" not in rows:
@@ -157,7 +146,7 @@ def int8_budget(parity_or_path: Mapping[str, Any] | str | Path) -> dict[str, Any
     reference = "pte" if "pte" in rows else "eager"
     budget = (parity.get("int8") or {}).get("max_drop_points")
     if budget is None:
-        from .export import INT8_MAX_DROP_POINTS as budget  # noqa: N811
+        from .pte import INT8_MAX_DROP_POINTS as budget  # noqa: N811
     ref_acc, int8_acc = rows[reference]["test_accuracy"], rows["pte-int8"]["test_accuracy"]
     drop = 100.0 * (ref_acc - int8_acc)
     met = drop <= budget
@@ -303,4 +292,3 @@ def plot_parity(frame, *, title: str = ""):
         fig.suptitle(title)
     fig.tight_layout()
     return fig
-

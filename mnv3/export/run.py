@@ -1,0 +1,168 @@
+"""The whole export of one run folder: the asked formats, model.json, then the parity report."""
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+from torch import nn
+
+from ..files import write_json_atomic
+from .deps import ExportError, _executorch, _onnx, _pt2e
+from .formats import FILE_NAMES, FORMATS, _parse_formats
+from .manifest import _source_run, _test_accuracy, model_manifest
+from .onnx_export import ONNX_OPSET, export_onnx
+from .parity import _parity, write_parity
+from .ptl import export_ptl
+from .pte import INT8_FINDING, INT8_KEEP_FP32, calibration_images, export_pte, export_pte_int8, fp32_module_names, quantize_int8
+from .wrapper import _resolve_data, load_wrapped_run
+
+
+def export_run(
+    run_dir: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    formats: str | Iterable[str] = FORMATS,
+    which: str = "best",
+    input_size: int | None = None,
+    data_root: str | Path | None = None,
+    data_mirror: str | Path | None = None,
+    calibration_batches: int = 8,
+    calibration_batch_size: int = 32,
+    int8_keep_fp32: Sequence[str] = INT8_KEEP_FP32,
+    skip_parity: bool = False,
+    parity_samples: int = 256,
+    eval_batch_size: int = 0,
+    latency_runs: int = 0,
+    onnx_opset: int = ONNX_OPSET,
+    threads: int | None = None,
+    require_full_delegation: bool = True,
+    log: Callable[[str], None] | None = print,
+) -> dict[str, Any]:
+    """Export a run folder to ``out_dir`` (default ``RUN_DIR/export``) and check it.
+
+    Writes the requested formats (see ``FILE_NAMES``), ``model.json`` and, unless
+    ``skip_parity``, ``parity.json`` / ``parity.md``. ``eval_batch_size`` picks how the .pte files'
+    full test-set accuracy is measured: 1 = through the shipped batch-1 file, B > 1 = through a
+    twin program lowered at batch B from the same graph (same weights, same int8 parameters),
+    0 = automatic (the shipped file when a full pass takes under a minute, else a batch-100 twin).
+    ``threads`` sets torch's CPU threads (and onnxruntime's) for the call; the previous count is
+    restored afterwards. Returns a summary: out_dir, files, timings (seconds per step), delegation
+    reports, manifest, parity (None when skipped).
+    """
+    with _torch_threads(threads):
+        return _export_run(
+            run_dir, out_dir, formats=formats, which=which, input_size=input_size, data_root=data_root,
+            data_mirror=data_mirror, calibration_batches=calibration_batches,
+            calibration_batch_size=calibration_batch_size, int8_keep_fp32=int8_keep_fp32, skip_parity=skip_parity, parity_samples=parity_samples,
+            eval_batch_size=eval_batch_size, latency_runs=latency_runs, onnx_opset=onnx_opset,
+            require_full_delegation=require_full_delegation, log=log,
+        )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None):
+    """Use ``threads`` torch CPU threads inside the block (None: leave them), then restore."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _export_run(
+    run_dir, out_dir, *, formats, which, input_size, data_root, data_mirror, calibration_batches,
+    calibration_batch_size, int8_keep_fp32, skip_parity, parity_samples, eval_batch_size, latency_runs, onnx_opset,
+    require_full_delegation, log,
+) -> dict[str, Any]:  # fmt: skip
+    say = log or (lambda _msg: None)
+    formats = _parse_formats(formats)
+    if eval_batch_size < 0 or latency_runs < 0 or parity_samples < 1 or calibration_batches < 1 or calibration_batch_size < 1:
+        raise ExportError("eval_batch_size and latency_runs must be >= 0; parity_samples and the calibration sizes >= 1")
+    run_dir = Path(run_dir)
+    out_dir = Path(out_dir) if out_dir is not None else run_dir / "export"
+    wrapper, config, info = load_wrapped_run(run_dir, which=which, input_size=input_size)
+    if any(f.startswith("pte") for f in formats):
+        _executorch()  # fail before any work when executorch is missing
+    if "pte-int8" in formats:
+        _pt2e()
+    if "onnx" in formats:
+        _onnx()
+    root, mirror = _resolve_data(config, data_root, data_mirror)
+    shape = wrapper.input_shape(1)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # A re-export must not leave stale files behind: dropped formats, or a parity report of old files.
+    stale = [name for fmt, name in FILE_NAMES.items() if fmt not in formats]
+    for name in stale + (["parity.json", "parity.md"] if skip_parity else []):
+        (out_dir / name).unlink(missing_ok=True)
+    say(f"exporting {run_dir} ({info.name}, input {list(shape)} raw pixels"
+        f"{f', resized to {wrapper.image_size} in the graph' if wrapper.resize else ''}) -> {out_dir}")  # fmt: skip
+
+    timings: dict[str, float] = {}
+    delegation: dict[str, Any] = {}
+    sources: dict[str, nn.Module] = {}
+    notes: dict[str, str] = {}
+    for fmt in formats:
+        start = time.perf_counter()
+        path = out_dir / FILE_NAMES[fmt]
+        if fmt == "pte":
+            delegation[fmt] = export_pte(wrapper, path, require_full_delegation=require_full_delegation)
+            sources[fmt] = wrapper
+        elif fmt == "pte-int8":
+            calibration = calibration_images(info, calibration_batches * calibration_batch_size, root=root, mirror=mirror)
+            kept = fp32_module_names(wrapper, int8_keep_fp32)
+            quantized = quantize_int8(wrapper, calibration, batch_size=calibration_batch_size, keep_fp32=kept)
+            timings["pte-int8 calibration"] = round(time.perf_counter() - start, 2)
+            delegation[fmt] = export_pte_int8(quantized, path, shape, require_full_delegation=require_full_delegation)
+            sources[fmt] = quantized
+            notes[fmt] = (f"PT2E static int8 (XNNPACKQuantizer, symmetric, per-channel), {len(calibration)} calibration images"
+                          + (f"; kept in fp32 (inside the XNNPACK delegate): {', '.join(int8_keep_fp32)} ({len(kept)} modules)"
+                             if kept else ""))  # fmt: skip
+        elif fmt == "ptl":
+            notes[fmt] = "LEGACY TorchScript lite, " + export_ptl(wrapper, path, shape)
+        elif fmt == "onnx":
+            notes[fmt] = export_onnx(wrapper, path, shape, opset=onnx_opset)
+        timings[fmt] = round(time.perf_counter() - start, 2)
+        if fmt in delegation and not delegation[fmt]["fully_delegated"]:
+            say(f"  WARNING: {FILE_NAMES[fmt]} is not fully delegated to XNNPACK: {delegation[fmt]['non_delegated_compute']}")
+        say(f"  {FILE_NAMES[fmt]:15s} {path.stat().st_size:>10,d} bytes  {timings[fmt]:7.1f} s"
+            + (f"  ({notes[fmt]})" if fmt in notes else ""))  # fmt: skip
+
+    manifest = model_manifest(
+        info, shape, {fmt: FILE_NAMES[fmt] for fmt in formats},
+        test_accuracy=_test_accuracy(run_dir), source_run=_source_run(run_dir, config, which), folder=out_dir,
+        extra={"model": {"arch": config.get("model", {}).get("spec", {}).get("name"), "trained_image_size": wrapper.image_size},
+               "notes": notes},
+    )  # fmt: skip
+    write_json_atomic(out_dir / "model.json", manifest)
+
+    parity = None
+    if not skip_parity:
+        start = time.perf_counter()
+        parity = _parity(
+            wrapper, out_dir, formats, sources, info, config,
+            root=root, mirror=mirror, samples=parity_samples, eval_batch_size=eval_batch_size,
+            latency_runs=latency_runs, require_full_delegation=require_full_delegation, say=say,
+        )  # fmt: skip
+        parity["export_seconds"] = dict(timings)
+        if "int8" in parity:
+            parity["int8"]["keep_fp32"] = list(int8_keep_fp32)  # layer kinds the int8 program runs in fp32
+            parity["int8"]["finding"] = INT8_FINDING
+        parity["delegation"] = delegation  # per .pte format: delegation_report (notebooks/06_export shows it)
+        timings["parity"] = round(time.perf_counter() - start, 2)
+        write_parity(parity, out_dir)
+        say(f"  parity report: {out_dir / 'parity.md'} ({timings['parity']:.1f} s)")
+        if parity["failures"]:
+            raise ExportError(f"{out_dir}: the export is broken, do not ship it: {'; '.join(parity['failures'])} (see parity.md)")
+    return {
+        "out_dir": out_dir,
+        "files": {fmt: out_dir / FILE_NAMES[fmt] for fmt in formats},
+        "timings": timings,
+        "delegation": delegation,
+        "manifest": manifest,
+        "parity": parity,
+    }
