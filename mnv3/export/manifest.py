@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -10,6 +9,7 @@ from ..checkpoint import weights_file
 from ..data import DatasetInfo
 from ..environment import package_version
 from ..paths import relative_to_cwd
+from ..runs import load_test
 from .deps import ExportError
 
 # Keys of model.json's "files" block (the app reads "pte_fp32").
@@ -44,10 +44,7 @@ def _source_run(run_dir: Path, config: dict[str, Any], which: str = "best") -> d
 
 
 def _test_accuracy(run_dir: Path) -> float | None:
-    path = run_dir / "test.json"
-    if not path.is_file():
-        return None
-    value = json.loads(path.read_text()).get("test_accuracy")
+    value = (load_test(run_dir) or {}).get("test_accuracy")
     return None if value is None else float(value)
 
 
