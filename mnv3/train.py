@@ -39,7 +39,7 @@ from .model import build_model
 from .runs import RunLock, RunLockedError, load_record, overrides, run_name, run_record, write_metrics, write_record, write_test
 from .spec import SpecError
 
-__all__ = ["main", "train", "train_step", "make_optimizer", "compute_loss", "NonFiniteLossError"]
+__all__ = ["main", "train", "train_step", "prepare_for_training", "make_optimizer", "compute_loss", "NonFiniteLossError"]
 
 SPLIT_SEED = 0  # the train/validation split never changes with --seed
 
@@ -165,6 +165,18 @@ def compute_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: fl
 def peak_lr(exp: Experiment) -> float:
     """``exp.lr``, scaled linearly by ``batch_size / lr_reference_batch`` when that is set."""
     return exp.lr * exp.batch_size / exp.lr_reference_batch if exp.lr_reference_batch else exp.lr
+
+
+def prepare_for_training(model: nn.Module, exp: Experiment, device: torch.device) -> nn.Module:
+    """``model`` (ours or torchvision's) as training and the benchmarks run it: BatchNorm momentum
+    from ``exp``, on ``device``, channels_last when ``exp`` asks, in train mode. Returns it."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = exp.bn_momentum
+    model.to(device)
+    if exp.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model.train()
 
 
 def make_optimizer(model: nn.Module, exp: Experiment) -> torch.optim.SGD:
@@ -338,13 +350,8 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
             dropout=exp.dropout,
             drop_first_strides=exp.drop_first_strides,
         )
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.momentum = exp.bn_momentum
         model_config = model.config
-        model.to(device)
-        if exp.channels_last:
-            model = model.to(memory_format=torch.channels_last)
+        model = prepare_for_training(model, exp, device)
         optimizer = make_optimizer(model, exp)
         steps_per_epoch = len(train_x) // world_size // local_batch
         if steps_per_epoch == 0:

@@ -207,28 +207,23 @@ def test_notebook_07_computes_its_tables_and_figures_from_the_results(tiny):
         plt.close(fig)
 
 
-def test_export_cache_key_follows_the_export_code_as_module_or_package(tmp_path):
+def test_export_cache_key_follows_the_export_code(tmp_path):
     from mnv3.bench.artefacts import _export_versions
 
     for name in ("layers.py", "model.py"):
         (tmp_path / name).write_text(f"# {name}\n")
-    (tmp_path / "export.py").write_text("A = 1\n")
-    module = _export_versions(tmp_path)["mnv3_code"]
-    assert module == _export_versions(tmp_path)["mnv3_code"] and len(module) == 16
-    (tmp_path / "export.py").write_text("A = 2\n")
-    assert _export_versions(tmp_path)["mnv3_code"] != module
-    # Once export/ is a package, every module of it counts, and export.py no longer does.
     (tmp_path / "export").mkdir()
     (tmp_path / "export" / "__init__.py").write_text("")
     (tmp_path / "export" / "pte.py").write_text("B = 1\n")
     package = _export_versions(tmp_path)["mnv3_code"]
-    (tmp_path / "export.py").write_text("A = 3\n")
-    assert _export_versions(tmp_path)["mnv3_code"] == package
+    assert package == _export_versions(tmp_path)["mnv3_code"] and len(package) == 16
     (tmp_path / "export" / "pte.py").write_text("B = 2\n")
     edited = _export_versions(tmp_path)["mnv3_code"]
     assert edited != package
-    (tmp_path / "model.py").write_text("# changed\n")
+    (tmp_path / "export" / "pte.py").rename(tmp_path / "export" / "ptl.py")  # same code in another file
     assert _export_versions(tmp_path)["mnv3_code"] != edited
+    (tmp_path / "model.py").write_text("# changed\n")
+    assert len({package, edited, _export_versions(tmp_path)["mnv3_code"]}) == 3
 
 
 def test_export_cache_key_of_this_checkout_hashes_export_layers_and_model():

@@ -70,11 +70,9 @@ def _weights_digest(module: nn.Module) -> str:
 
 
 def _export_sources(package: Path) -> list[Path]:
-    """The mnv3 sources that shape an exported graph: the export code (every ``*.py`` of the
-    ``export/`` package where it is one, else ``export.py``), then ``layers.py`` and ``model.py``."""
-    folder = package / "export"
-    export = sorted(folder.rglob("*.py")) if folder.is_dir() else [package / "export.py"]
-    return [*export, package / "layers.py", package / "model.py"]
+    """The mnv3 sources that shape an exported graph: every ``*.py`` of the ``export/`` package,
+    then ``layers.py`` and ``model.py``."""
+    return [*sorted((package / "export").rglob("*.py")), package / "layers.py", package / "model.py"]
 
 
 def _export_versions(package: Path | None = None) -> dict[str, str | None]:

@@ -73,13 +73,9 @@ def _model(m: Measurement, device: torch.device) -> tuple[nn.Module, Any]:
         from ..torchvision_compat import to_torchvision
 
         model = to_torchvision(model)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.momentum = exp.bn_momentum
-    model.to(device).train()
-    if exp.channels_last:
-        model.to(memory_format=torch.channels_last)
-    return model, exp
+    from ..train import prepare_for_training
+
+    return prepare_for_training(model, exp, device), exp
 
 
 def measure(m: Measurement, device: torch.device, *, steps: int, warmup: int) -> dict[str, Any]:

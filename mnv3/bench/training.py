@@ -6,7 +6,6 @@ import time
 from typing import Any, Callable, Sequence
 
 import torch
-from torch import nn
 
 from ..environment import load_average
 from ..timing import interleaved_times, paired_ratio, summarize_times
@@ -23,7 +22,7 @@ def run_training(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[s
     from ..experiments import get_experiment
     from ..torchvision_compat import to_torchvision
     from ..model import build_model
-    from ..train import make_optimizer, train_step
+    from ..train import make_optimizer, prepare_for_training, train_step
 
     device = torch.device(cfg.device)
     if device.type == "cuda":
@@ -50,12 +49,7 @@ def run_training(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[s
 
         steps, counters = {}, {}
         for key, model in models.items():
-            for m in model.modules():
-                if isinstance(m, nn.BatchNorm2d):
-                    m.momentum = exp.bn_momentum
-            model.to(device).train()
-            if exp.channels_last:
-                model.to(memory_format=torch.channels_last)
+            prepare_for_training(model, exp, device)
             optimizer = make_optimizer(model, exp)
             scaler = torch.amp.GradScaler("cuda", enabled=use_amp and exp.amp == "fp16")
             counter = {"i": 0}
