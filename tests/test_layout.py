@@ -36,6 +36,18 @@ def _imported_units(path: Path) -> set[str]:
     return found - {_unit(path)}
 
 
+def _unresolved(path: Path) -> list[str]:
+    """Relative imports of ``path`` that name no module of the package (a lazy one fails only when run)."""
+    here = list(path.relative_to(PACKAGE).parts[:-1])
+    missing = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level and node.module:
+            base = PACKAGE.joinpath(*here[: len(here) - (node.level - 1)], *node.module.split("."))
+            if not (base.with_suffix(".py").is_file() or (base / "__init__.py").is_file()):
+                missing.append(f"{'.' * node.level}{node.module} (line {node.lineno})")
+    return missing
+
+
 def _files() -> list[Path]:
     return sorted(p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py" or p.parent != PACKAGE)
 
@@ -52,11 +64,18 @@ def test_imports_go_one_way(path):
     assert not later, f"{path.relative_to(PACKAGE)} ({unit}) imports {sorted(later)}, which come after it"
 
 
+@pytest.mark.parametrize("path", _files(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_relative_imports_name_existing_modules(path):
+    assert not _unresolved(path), f"{path.relative_to(PACKAGE)} imports modules that do not exist: {_unresolved(path)}"
+
+
 def test_the_order_check_sees_a_backward_import(tmp_path, monkeypatch):
     # The check above would pass vacuously if _imported_units found nothing: show it finds one.
     fake = PACKAGE / "files.py"
     monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: "def f():\n    from .runs import load_record\n")
     assert _imported_units(fake) == {"runs"}
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: "def f():\n    from .mathml import x\n")
+    assert _unresolved(PACKAGE / "reports" / "runner.py") == [".mathml (line 2)"]
 
 
 @pytest.mark.parametrize("path", _files(), ids=lambda p: str(p.relative_to(PACKAGE)))

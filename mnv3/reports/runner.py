@@ -150,7 +150,7 @@ def _to_html(executed: Path, title: str, destination: Path) -> None:
     import nbconvert
     import nbformat
 
-    from .mathml import markdown_with_mathml
+    from ..mathml import markdown_with_mathml
 
     nb = nbformat.read(str(executed), as_version=4)
     nb.metadata["title"] = title
