@@ -10,7 +10,7 @@ function ``python -m mnv3.train`` runs, not a copy. ``mode`` is eager, ``compile
 (``torch.compile``) or ``graphed`` (``torch.compile(mode="reduce-overhead")``: forward and backward
 replayed as CUDA graphs; the optimizer step stays outside them). The first ``warmup`` steps
 (compilation, cuDNN autotuning, graph capture) are timed apart, as ``first_steps_seconds``.
-Results go to ``OUT/gpu_training.json``, which notebook 07 plots.
+Results go to ``OUT/gpu_training.json`` (notebook 07 does not read it yet: no GPU run has made one).
 """
 from __future__ import annotations
 
