@@ -22,7 +22,7 @@ import torch
 
 from .files import save_torch_atomic, write_bytes_atomic, write_json_atomic
 from .model import MobileNetV3, model_from_config
-from .runs import load_record
+from .runs import load_record, run_state
 
 __all__ = [
     "CheckpointError",
@@ -210,9 +210,12 @@ def load_run(run_dir: str | Path, which: str = "best", map_location: str | torch
     config = load_record(run_dir)
     path = weights_file(run_dir, which)
     if path is None:
+        state = run_state(run_dir)
+        why = ("The run may have been interrupted before its first epoch ended; resume it with --resume or retrain."
+               if not state["epochs_done"] else
+               f"The run is {state['label']}; a published copy of a stopped run carries no weights (publish --unfinished).")
         raise CheckpointError(
-            f"{run_dir}: no weights ({', '.join(_WEIGHT_FILES[which])} missing). "
-            "The run may have been interrupted before its first epoch ended; resume it with --resume or retrain."
+            f"{run_dir}: no weights ({', '.join(_WEIGHT_FILES[which])} missing). {why}"
         )
     payload = load_weights(path) if path.suffix == ".safetensors" else load_checkpoint(path, map_location=map_location)
     if "model" in config:

@@ -540,11 +540,13 @@ def plot_seconds_per_epoch(runs: Mapping[str, Path], *, labels: Mapping[str, str
 
 
 def ablation_rows(folder: str | Path) -> list[dict[str, Any]]:
-    """One row per run folder under ``folder``: its experiment, overrides, seed, best validation
+    """One row per run folder under ``folder`` (or for ``folder`` itself when it is one): its experiment, overrides, seed, best validation
     accuracy (and epoch), epochs done of planned, training seconds and :func:`run_state` label.
     The validation split chooses; the test set is not read."""
     rows = []
-    for config_path in sorted(Path(folder).glob("*/config.json")):
+    folder = Path(folder)
+    configs = [folder / "config.json"] if (folder / "config.json").is_file() else sorted(folder.glob("*/config.json"))
+    for config_path in configs:
         config = load_record(config_path.parent)
         metrics = load_metrics(config_path.parent)
         best = None if metrics is None or metrics.empty else metrics.loc[metrics["val_acc"].idxmax()]
@@ -564,11 +566,13 @@ def ablation_rows(folder: str | Path) -> list[dict[str, Any]]:
 
 
 def ablation_table(rows: list[dict[str, Any]]) -> str:
-    """``ablation_rows`` as a Markdown table, best validation accuracy first."""
+    """``ablation_rows`` as a Markdown table: grouped by experiment, best validation accuracy first.
+    A seed other than 0 counts as a change."""
     lines = ["| run | experiment | change | validation accuracy (epoch) | epochs | train seconds | state |",
              "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
-    for r in sorted(rows, key=lambda r: -(r["best_val_acc"] or 0)):
-        change = ", ".join(f"{k}={v}" for k, v in r["overrides"].items()) or "the profile's own"
+    for r in sorted(rows, key=lambda r: (r["experiment"] or "", -(r["best_val_acc"] or 0))):
+        changed = {**r["overrides"], **({"seed": r["seed"]} if r["seed"] else {})}
+        change = ", ".join(f"{k}={v}" for k, v in changed.items()) or "the profile's own"
         val = f"{100 * r['best_val_acc']:.2f}% ({r['best_epoch']})" if r["best_val_acc"] is not None else "none yet"
         lines.append(f"| {r['name']} | {r['experiment']} | {change} | {val} | {r['epochs_done']} of {r['epochs']} | "
                      f"{r['train_seconds']:.0f} | {r['state']} |")
@@ -578,7 +582,11 @@ def ablation_table(rows: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m mnv3.runs", description="Summarise a folder of run folders.")
+    parser = argparse.ArgumentParser(
+        prog="python -m mnv3.runs",
+        description="The ablation table of a folder of run folders: per run its experiment, the settings it changed, "
+                    "its best validation accuracy (the test set is not read), epochs and training time, and whether it finished. "
+                    "Runs are grouped by experiment, best first.")
     parser.add_argument("folder", help="e.g. runs/full: every <name>/config.json below it is one row")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of a Markdown table")
     args = parser.parse_args(argv)

@@ -4,7 +4,7 @@
 #
 #   bash scripts/gpu_bench.sh            # writes $OUT/gpu_training.json (OUT defaults to gpu-out)
 #
-# Commit the JSON as reports/bench/gpu_training.json; notebook 07 plots it.
+# Commit the JSON as reports/bench/gpu_training.json (notebook 07 does not plot it yet).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}

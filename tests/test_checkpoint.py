@@ -138,3 +138,14 @@ def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_a_stopped_published_run_says_how_far_it_got_not_that_it_never_started(tmp_path):
+    # The committed cifar10_small_s1 stopped at epoch 54 of 60 and was published without weights.
+    committed = Path(__file__).resolve().parents[1] / "reports" / "full" / "runs" / "cifar10_small_s1"
+    run = shutil.copytree(committed, tmp_path / "cifar10_small_s1")
+    with pytest.raises(CheckpointError, match=r"unfinished \(stopped at epoch 54 of 60\).*publish --unfinished"):
+        load_run(run)
+    (run / "metrics.csv").write_text((run / "metrics.csv").read_text().splitlines()[0] + "\n")  # no epoch recorded
+    with pytest.raises(CheckpointError, match="interrupted before its first epoch ended"):
+        load_run(run)

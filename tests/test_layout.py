@@ -3,6 +3,7 @@ module grows back into a file that mixes jobs."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,12 @@ def _unresolved(path: Path) -> list[str]:
 
 def _files() -> list[Path]:
     return sorted(p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py" or p.parent != PACKAGE)
+
+
+def test_the_readme_states_the_same_order():
+    readme = (PACKAGE.parent / "README.md").read_text()
+    paragraph = readme.split("Imports go one way", 1)[1].split("\n\n")[1]  # the list, after the sentence
+    assert re.findall(r"`([a-z_]+)`", paragraph) == ORDER
 
 
 def test_every_module_has_a_place_in_the_order():

@@ -214,6 +214,10 @@ def test_ablation_table_reads_validation_not_test(finished, tmp_path):
     experiment = __import__("json").loads((run_dir / "config.json").read_text())["experiment"]
     assert rows[0]["experiment"] == experiment and f"| {experiment} |" in ablation_table(rows)
     assert rows[0]["state"] == "finished"
+    assert ablation_rows(run_dir) == rows  # a single run folder is a table of one
+    other = dict(rows[0], name="other-seed1", experiment="a_first", seed=1, best_val_acc=0.01)
+    table = ablation_table([*rows, other])
+    assert "seed=1" in table and table.index("| other-seed1 |") < table.index(f"| {rows[0]['name']} |")  # grouped by experiment
     (run_dir / "test.json").unlink()  # a stopped run is labelled, never passed off as finished
     assert "unfinished (all 2 epochs trained, no test evaluation)" in ablation_table(ablation_rows(run_dir.parent))
 

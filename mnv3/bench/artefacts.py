@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..environment import package_version
+from ..files import write_json_atomic
 from .cases import ModelCase, random_pixels
 from .formatting import _round
 
@@ -210,7 +211,7 @@ class ArtefactStore:
                     self.artefacts[key] = Artefact(req["fmt"], req["batch"], error=meta["error"])
                     self.log(f"[bench]   FAILED {key}: {meta['error'].splitlines()[0]}")
                     continue
-                (self._folder(key) / "meta.json").write_text(json.dumps(meta, indent=1))
+                write_json_atomic(self._folder(key) / "meta.json", meta)
                 self.artefacts[key] = Artefact(
                     req["fmt"], req["batch"], path, meta["export_seconds"], False, path.stat().st_size,
                     meta.get("fully_delegated"), meta.get("non_delegated_compute", {}), meta.get("note", ""),

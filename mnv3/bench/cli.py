@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
             "machine hit all of them; ratios come from one run. torch, ExecuTorch's threadpool and onnxruntime\n"
             "use --threads threads (default 1: the paper's one-core protocol, and stable while other jobs share the\n"
             "machine; with 2 threads on a busy 2-core machine OpenMP's spin-waiting makes eager PyTorch erratic).\n"
-            "Eager models run channels_last (as mnv3.train and evaluate do). Every contender\n"
+            "Eager models run channels_last unless --eager-layout contiguous. Every contender\n"
             "takes raw pixels (normalisation inside the graph, mnv3.export.RawPixelModel). Exports are cached by content."
         ),
         epilog=(

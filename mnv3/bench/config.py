@@ -63,7 +63,7 @@ class BenchConfig:
     min_rounds: int = 12  # ... and at least (two cycles of the six contenders' orders)
     budget_s: float = 15.0  # stop adding rounds to a (setting, batch) block after this many seconds
     warmup: int = 3  # untimed calls per contender before timing
-    eager_channels_last: bool = True  # the eager models run channels_last, as mnv3.train/evaluate do
+    eager_channels_last: bool = True  # --eager-layout; channels_last is what XNNPACK and oneDNN prefer on a CPU
     calibration_images: int = 16  # int8 calibration (random pixels, the timing input's distribution)
     # training
     train_settings: tuple[str, ...] = ("mnist_small", "cifar10_small_s1", "cifar10_large_s1")

@@ -29,6 +29,7 @@ from ..data import dataset_info
 from ..environment import machine_record
 from ..experiments import get_experiment
 from ..files import write_json_atomic
+from ..timing import time_calls
 from ..model import build_model
 
 
@@ -101,19 +102,15 @@ def measure(m: Measurement, device: torch.device, *, steps: int, warmup: int) ->
         idx = order[i % 4]
         return train_step(net, optimizer, scaler, images[idx], labels[idx], info, exp, image_size=size, autocast=autocast)[0]
 
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda *a: None)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
-    for i in range(warmup):
-        step(i)
-    sync(device)
-    first = time.perf_counter() - start
-    start = time.perf_counter()
-    for i in range(steps):
-        loss = step(i)
-    sync(device)
-    seconds = time.perf_counter() - start
+    # Whole blocks of steps, one sync at the end of each: a sync per step would stall the very
+    # queue whose throughput is measured.
+    losses: list[torch.Tensor] = []
+    first = time_calls(lambda: [step(i) for i in range(warmup)], runs=1, sync=sync)[0] / 1000
+    seconds = time_calls(lambda: losses.extend(step(i) for i in range(steps)), runs=1, sync=sync)[0] / 1000
+    loss = losses[-1]
     return {
         **dataclasses.asdict(m),
         "images_per_s": steps * m.batch / seconds,

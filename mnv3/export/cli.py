@@ -72,7 +72,7 @@ ASSETS_EXAMPLE = "python -m mnv3.export android-assets --mnist runs/quick/mnist_
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (config.json + best.pt), e.g. runs/quick/mnist_small")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (config.json with best.pt, or a published final.safetensors), e.g. runs/quick/mnist_small")
     parser.add_argument("--out", metavar="DIR", default=None, help="output folder (default RUN_DIR/export)")
     parser.add_argument("--formats", type=_formats_arg, default=FORMATS, metavar="LIST",
                         help=f"comma-separated, from: {','.join(FORMATS)} (default: all)")  # fmt: skip
@@ -127,7 +127,7 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
         ),
         description=(
             "Export trained run folders for phones. All artefacts take raw pixels in [0, 1] (pixel/255), float32 "
-            "NCHW, batch 1, at the dataset's native size; normalisation happens inside the graph.\n\n"
+            "NCHW at the dataset's native size (batch 1; ONNX and .ptl take any batch); normalisation happens inside the graph.\n\n"
             "python -m mnv3.export RUN_DIR [options] is short for python -m mnv3.export run RUN_DIR [options]."
         ),
         formatter_class=raw,
@@ -144,8 +144,8 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
              "(the default command: it may be left out)",
         description=(
             "Export a trained run folder for phones and check every exported file against eager PyTorch. "
-            "All artefacts take raw pixels in [0, 1] (pixel/255), float32 NCHW, batch 1, at the dataset's "
-            "native size; normalisation happens inside the graph. The command name may be left out."
+            "All artefacts take raw pixels in [0, 1] (pixel/255), float32 NCHW at the dataset's native size "
+            "(batch 1; ONNX and .ptl take any batch); normalisation happens inside the graph. The command name may be left out."
         ),
         epilog=FORMATS_HELP + "\nexamples:\n" + RUN_EXAMPLES + "\n" + EXIT_HELP,
     )  # fmt: skip

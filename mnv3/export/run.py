@@ -97,8 +97,11 @@ def _export_run(
     out_dir.mkdir(parents=True, exist_ok=True)
     # A re-export must not leave stale files behind: dropped formats, or a parity report of old files.
     stale = [name for fmt, name in FILE_NAMES.items() if fmt not in formats]
-    for name in stale + (["parity.json", "parity.md"] if skip_parity else []):
-        (out_dir / name).unlink(missing_ok=True)
+    removed = [name for name in stale + (["parity.json", "parity.md"] if skip_parity else []) if (out_dir / name).is_file()]
+    for name in removed:
+        (out_dir / name).unlink()
+    if removed:
+        say(f"removed from {out_dir}: {', '.join(removed)} (not part of this export; use --out to keep them)")
     say(f"exporting {run_dir} ({info.name}, input {list(shape)} raw pixels"
         f"{f', resized to {wrapper.image_size} in the graph' if wrapper.resize else ''}) -> {out_dir}")  # fmt: skip
 

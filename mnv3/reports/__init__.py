@@ -42,11 +42,11 @@ from __future__ import annotations
 
 from .cli import main
 from .index import profile_note, render_index, write_index
-from .pages import (EXPORT_HINT, NOTEBOOK_DIR, NOTEBOOKS, ORIGINAL_RESULTS, ORIGINAL_SUMMARY, RUN_REQUIREMENT, Notebook,
+from .pages import (EXPORT_HINT, NOTEBOOK_DIR, NOTEBOOKS, RUN_REQUIREMENT, Notebook,
                     Requirement, notebook_by_name)
 from .runner import ReportContext, ReportResult, default_runs_dir, execute_report, make_context
 from .cli import run_reports
 
-__all__ = ["ORIGINAL_RESULTS", "ORIGINAL_SUMMARY", "NOTEBOOK_DIR", "Requirement", "RUN_REQUIREMENT", "EXPORT_HINT", "Notebook",
+__all__ = ["NOTEBOOK_DIR", "Requirement", "RUN_REQUIREMENT", "EXPORT_HINT", "Notebook",
            "NOTEBOOKS", "notebook_by_name", "ReportContext", "ReportResult", "default_runs_dir", "make_context", "execute_report",
            "run_reports", "write_index", "render_index", "profile_note", "main"]  # fmt: skip

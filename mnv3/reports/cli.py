@@ -62,7 +62,10 @@ def _parser() -> argparse.ArgumentParser:
         description="Execute the notebooks with papermill into reports/<profile>/, convert them to HTML and write index.html.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="execute the notebooks and write the HTML reports and the index")
+    run = sub.add_parser("run", help="execute the notebooks and write the HTML reports and the index",
+                         description="Execute every notebook (or --only some) with papermill, convert each to HTML and write "
+                                     "index.html. A notebook whose inputs are missing is skipped, and the index says which make "
+                                     "target makes them; a failing cell fails the run, naming the notebook and the cell.")
     run.add_argument("--profile", default="quick", choices=PROFILES, help="quick (default) or full")
     run.add_argument("--runs-dir", default=None, help="run folders (default runs/quick, or reports/full/runs for full)")
     run.add_argument("--out", default=None, help="where the reports go (default reports/<profile>)")
@@ -74,9 +77,9 @@ def _parser() -> argparse.ArgumentParser:
         help="a parameter for every notebook that declares it (VALUE is JSON, else a string), e.g. -p max_samples=500",
     )
     index = sub.add_parser("index", help="rewrite index.html only, from the run folders and the pages already there")
-    index.add_argument("--profile", default="quick", choices=PROFILES)
-    index.add_argument("--runs-dir", default=None)
-    index.add_argument("--out", default=None)
+    index.add_argument("--profile", default="quick", choices=PROFILES, help="quick (default) or full")
+    index.add_argument("--runs-dir", default=None, help="run folders (default runs/quick, or reports/full/runs for full)")
+    index.add_argument("--out", default=None, help="the reports folder whose index.html is rewritten (default reports/<profile>)")
     sub.add_parser("list", help="list the notebooks and their parameters")
     return parser
 
@@ -124,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = [r for r in results if r.status == "failed"]
     missing = [r for r in results if r.status == "missing"]
     if missing:
-        print(f"[reports] {len(missing)} report(s) not executed for missing inputs; their pages name the make target.")
+        print(f"[reports] {len(missing)} report(s) not executed (missing inputs or unfinished runs); the index says why for each.")
     if failed:
         for r in failed:
             print(f"error: {r.message}", file=sys.stderr)

@@ -7,11 +7,12 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from ..experiments import ORIGINAL_SUMMARY
 from ..files import write_text_atomic
 from ..paths import shown_path
 from ..runs import format_accuracy, summary_rows, train_hint
 from . import pages
-from .pages import ORIGINAL_SUMMARY, Notebook
+from .pages import Notebook
 from .runner import ReportContext, ReportResult
 
 __all__ = ["write_index", "render_index", "profile_note"]

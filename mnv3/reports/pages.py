@@ -13,21 +13,10 @@ from ..experiments import EXPERIMENTS
 from ..export.readers import EXPORT_HINT
 from ..paths import REPO
 
-__all__ = ["ORIGINAL_RESULTS", "ORIGINAL_SUMMARY", "NOTEBOOK_DIR", "Requirement", "RUN_REQUIREMENT", "EXPORT_HINT", "Notebook",
+__all__ = ["NOTEBOOK_DIR", "Requirement", "RUN_REQUIREMENT", "EXPORT_HINT", "Notebook",
            "NOTEBOOKS", "notebook_by_name"]  # fmt: skip
 
 NOTEBOOK_DIR = REPO / "notebooks"
-
-# The original project's results (Keras, 2019), quoted by the notebooks and the index.
-ORIGINAL_RESULTS = {
-    "mnist_small": "95%",
-    "cifar10_small": "59%",
-    "cifar10_large": "never finished",
-}
-
-
-ORIGINAL_SUMMARY = "MNIST 95% (Small); CIFAR-10 59% (Small); CIFAR-10 Large never finished training."
-
 
 @dataclass(frozen=True)
 class Requirement:

@@ -138,7 +138,7 @@ def _relative_papermill_paths(executed: Path) -> None:
     for key in ("input_path", "output_path"):
         if meta.get(key):
             meta[key] = shown_path(meta[key])
-    nbformat.write(nb, str(executed))
+    write_text_atomic(executed, nbformat.writes(nb))
 
 
 # nbconvert's templates load MathJax from a CDN between these comments; the pages carry MathML
