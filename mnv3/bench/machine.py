@@ -110,7 +110,7 @@ def environment(threads: dict[str, Any], device: str = "cpu") -> dict[str, Any]:
         "git_dirty": None,
         "load_average_start": load_average(),
         "thread_environment": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS")},
-        "command": "python -m mnv3.bench " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith(("bench.py", "bench", os.path.join("bench", "__main__.py"))) else None,
+        "command": "python -m mnv3.bench " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith(("bench", os.path.join("bench", "__main__.py"))) else None,
     }
     status = git("status", "--porcelain", "--untracked-files=no")
     if status is not None:

@@ -87,7 +87,7 @@ def _row(row: Mapping[str, Any], profile: str, pages_of_run: Sequence[ReportResu
     return {**shown, "dataset": row["dataset"], "model": model, "image_size": row["image_size"], "epochs": _epochs_cell(row),
             "train_images": _fmt(row.get("train_images"), ",", (int,)), "accuracy": accuracy,
             "parameters": _fmt(row.get("parameters"), ",", (int,)),
-            "macs": _fmt(row.get("macs"), ".0f") if row.get("macs") is None else f"{row['macs'] / 1e6:.2f}M",
+            "macs": f"{row['macs'] / 1e6:.2f}M" if isinstance(row.get("macs"), (int, float)) else "-",
             "train_seconds": _fmt(row.get("train_seconds"), ".1f"), "device": str(row.get("device", "-"))}  # fmt: skip
 
 
