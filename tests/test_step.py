@@ -6,23 +6,23 @@ import json
 import pytest
 import torch
 
-from mnv3 import train as train_module
+from mnv3 import step as step_module
 from mnv3.bench.gpu import PLANS, run as run_gpu_bench
 from mnv3.data import dataset_info
 from mnv3.experiments import get_experiment
 from mnv3.model import build_model
-from mnv3.train import make_optimizer, train_step
+from mnv3.step import make_optimizer, train_step
 
 
 def _counting(monkeypatch) -> list[int]:
     calls: list[int] = []
-    original = train_module.train_step
+    original = step_module.train_step
 
     def counted(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "train_step", counted)
+    monkeypatch.setattr(step_module, "train_step", counted)
     return calls
 
 

@@ -74,14 +74,14 @@ def _model(m: Measurement, device: torch.device) -> tuple[nn.Module, Any]:
         from ..torchvision_compat import to_torchvision
 
         model = to_torchvision(model)
-    from ..train import prepare_for_training
+    from ..step import prepare_for_training
 
     return prepare_for_training(model, exp, device), exp
 
 
 def measure(m: Measurement, device: torch.device, *, steps: int, warmup: int) -> dict[str, Any]:
     """Time ``steps`` calls of ``train_step`` after ``warmup`` untimed ones; returns one result row."""
-    from ..train import make_optimizer, train_step
+    from ..step import make_optimizer, train_step
 
     model, exp = _model(m, device)
     info = dataset_info(exp.dataset)

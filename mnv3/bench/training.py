@@ -22,7 +22,7 @@ def run_training(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[s
     from ..experiments import get_experiment
     from ..torchvision_compat import to_torchvision
     from ..model import build_model
-    from ..train import make_optimizer, prepare_for_training, train_step
+    from ..step import make_optimizer, prepare_for_training, train_step
 
     device = torch.device(cfg.device)
     if device.type == "cuda":
