@@ -125,3 +125,18 @@ def test_choice_fields_are_checked_up_front():
         get_experiment("cifar10_small_s1", "full", auto_augment="autoaugmnet")
     with pytest.raises(ValueError, match="--amp 'bf32'"):
         get_experiment("cifar10_small_s1", "full", amp="bf32")
+
+
+def test_the_sweep_table_notes_auto_augments_host_waits_and_validation_only_runs(tmp_path, one_thread):
+    from mnv3.runs import AUTO_AUGMENT_NOTE, ablation_rows, ablation_table
+
+    for name, extra in (("plain", []), ("aa", ["--auto-augment", "trivialaugment"])):
+        main(["--experiment", "mnist_small", "--name", name, "--out", str(tmp_path), "--dataset", "synthetic", "--max-train-samples", "64",
+              "--batch-size", "32", "--epochs", "1", "--threads", "1", "--skip-test", *extra])  # fmt: skip
+    assert not list(tmp_path.rglob("test.json"))
+    rows = ablation_rows(tmp_path / "quick")
+    assert {r["state"] for r in rows} == {"validation only (all 1 epochs trained; --skip-test, the test set not read)"}
+    table = ablation_table(rows)
+    aa_line = next(line for line in table.splitlines() if line.startswith("| aa |"))
+    plain_line = next(line for line in table.splitlines() if line.startswith("| plain |"))
+    assert " (a) |" in aa_line and "(a)" not in plain_line and table.endswith("(a) " + AUTO_AUGMENT_NOTE)
