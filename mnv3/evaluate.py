@@ -1,6 +1,6 @@
 """Evaluation: logits over a split, accuracy, and the classification metrics of the reports.
 
-    python -m mnv3.evaluate flip-tta runs/sweep/full/00-baseline --device cuda
+    python -m mnv3.evaluate flip-tta runs/sweep-<UTC time>/full/00-baseline --device cuda
 
 ``flip-tta`` evaluates a run's best checkpoint on its own validation split, without and with flip
 test-time augmentation, and writes ``flip_tta.json`` beside it: flip TTA changes evaluation only,

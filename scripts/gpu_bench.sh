@@ -6,7 +6,7 @@
 #   PLAN=tiny bash scripts/gpu_bench.sh       # the smoke: four eager rows of MNIST Small at batch 8
 #
 # Into $OUT: gpu_training.json (rewritten after every row, so a cut run keeps what it measured)
-# and gpu_bench.log. No row starts after BENCH_SECONDS (default: the budget less 30 s); the rows
+# and gpu_bench.log. No row starts after BENCH_SECONDS (default: the budget less a third, at most 30 s); the rows
 # not started are recorded as skipped, and the whole is cut by SIGINT when the budget
 # (BUDGET_SECONDS, scripts/gpu_lib.sh) runs out. Extra arguments go to python -m mnv3.bench.gpu
 # (--steps, --warmup). Commit the JSON as reports/bench/gpu_training.json. Exit status: the
@@ -16,7 +16,11 @@ source "$(dirname "$0")/gpu_lib.sh"
 log_to gpu_bench.log
 [ "${PREFLIGHT_DONE:-0}" = 1 ] || preflight
 left=$(seconds_left)
-BENCH_SECONDS=${BENCH_SECONDS:-$(( left - 30 ))}
+if (( left < 10 )); then
+  echo "== bench: not started, ${left}s left of the budget"
+  exit 124
+fi
+BENCH_SECONDS=${BENCH_SECONDS:-$(( left - (left / 3 < 30 ? left / 3 : 30) ))}  # the last row's time: a third, at most 30 s
 echo "bench: plan ${PLAN:-full} on $DEVICE, rows start within ${BENCH_SECONDS}s, cut after $(( left - 5 ))s"
 bounded "$(( left - 5 ))" "$PYTHON" -m mnv3.bench.gpu --plan "${PLAN:-full}" --device "$DEVICE" --out "$OUT" \
   --budget-seconds "$BENCH_SECONDS" "$@"

@@ -125,6 +125,8 @@ def test_each_plan_stage_runs_end_to_end_within_its_limit(plan_stages, stage, li
                 "bench-sweep": ["gpu_bench.log", "gpu_training.json", "sweep.json", "sweep.log", "sweep.md", "sweep.tar"],
                 "final": ["cifar10_large_s1.tar", "cifar10_small_s1.tar", "full_profile.log"]}  # fmt: skip
     assert files == expected[stage]
+    if "gpu_training.json" in files:  # the tiny bench measured every row within its share of the budget
+        assert all(r.get("images_per_s", 0) > 0 for r in json.loads((out / "gpu_training.json").read_text())["results"])
 
 
 def test_the_sweep_reads_no_test_set_and_tabulates_itself_with_flip_tta_from_the_baseline(plan_stages):
