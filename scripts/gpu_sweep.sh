@@ -8,6 +8,7 @@
 #   bash scripts/gpu_sweep.sh                            # all candidates, one after another
 #   SWEEP_PARALLEL=3 SWEEP_EPOCHS=8 bash scripts/gpu_sweep.sh   # three at a time on the one GPU
 #   SWEEP_CANDIDATES="0 1 2" bash scripts/gpu_sweep.sh   # some of them, by index (0 = the baseline)
+#   bash scripts/gpu_sweep.sh --compile false            # arguments: flags for every candidate's training
 #
 # The candidates train into a folder of their own, $SWEEP_RUNS (default runs/sweep-<UTC time>),
 # so `python -m mnv3.runs $SWEEP_RUNS/full` tabulates this sweep and nothing else. Each is cut by
@@ -38,6 +39,7 @@ candidates=(
   "--batch-size 1024 --lr-reference-batch 256"   # 6: peak lr 0.8 (square-root rule), 172 warm-up steps
 )
 read -r -a selected <<<"${SWEEP_CANDIDATES:-${!candidates[*]}}"
+extra=("$@")
 if [ -e "$SWEEP_RUNS" ]; then
   echo "error: $SWEEP_RUNS already exists (an earlier sweep); give a fresh SWEEP_RUNS so the table holds this sweep alone" >&2
   exit 2
@@ -69,7 +71,7 @@ run_candidate() {
   echo "== $name: training, cut after $limit s"
   # shellcheck disable=SC2086
   bounded "$limit" "$PYTHON" -m mnv3.train --experiment "$EXPERIMENT" --profile full --out "$SWEEP_RUNS" --name "$name" \
-    --device "$DEVICE" --skip-test "${train_args[@]}" --epochs "$EPOCHS" ${candidates[$i]} 2>&1 \
+    --device "$DEVICE" --skip-test "${train_args[@]}" "${extra[@]}" --epochs "$EPOCHS" ${candidates[$i]} 2>&1 \
     | tee "$SWEEP_RUNS/$name.log" | sed -u "s/^/[$name] /"
   rc=${PIPESTATUS[0]}
   [ -d "$SWEEP_RUNS/full/$name" ] && mv "$SWEEP_RUNS/$name.log" "$SWEEP_RUNS/full/$name/train.log"
@@ -81,10 +83,11 @@ run_candidate() {
   echo "$rc" >"$SWEEP_RUNS/status/$i"
 }
 
-# The dataset flags of TRAIN_ARGS that the TTA evaluation needs too (--data-root, --data-mirror).
+# The dataset flags among the training flags that the TTA evaluation needs too (--data-root, --data-mirror).
 DATA_ARGS=()
-for j in "${!train_args[@]}"; do
-  case ${train_args[$j]} in --data-root | --data-mirror) DATA_ARGS+=("${train_args[$j]}" "${train_args[$((j + 1))]}") ;; esac
+flags=("${train_args[@]}" "${extra[@]}")
+for j in "${!flags[@]}"; do
+  case ${flags[$j]} in --data-root | --data-mirror) DATA_ARGS+=("${flags[$j]}" "${flags[$((j + 1))]}") ;; esac
 done
 
 # table: rewrite the ablation table and the curves in $OUT (each file whole or not at all).

@@ -103,7 +103,7 @@ def run_training(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[s
             f"{len(times['ours'])} rounds in {seconds:.1f} s; {_busy_note(meter, log)}")  # fmt: skip
         log(_table(lines))
     return {"results": results, "targets": training_targets(results),
-            "step": "mnv3.train.train_step: prepare_batch (augmentation) + forward + label-smoothed cross-entropy + backward + SGD (Nesterov)"}  # fmt: skip
+            "step": "mnv3.step.train_step: prepare_batch (augmentation) + forward + label-smoothed cross-entropy + backward + SGD (Nesterov)"}  # fmt: skip
 
 
 def training_targets(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
