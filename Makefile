@@ -120,7 +120,7 @@ bench: | setup ## benchmarks: CPU latency, training throughput, width frontier -
 	$(PY) -m mnv3.bench --out reports/bench --runs-dir $(RUNS_DIR) $(BENCH_ARGS)
 
 # The GPU machine is offline and receives only the working tree: copy the mirror into it (git-ignored
-# .mirror/, about 30 MB) and carry that folder. Then, there: bash scripts/gpu_full_profile.sh
+# .mirror/, about 30 MB) and carry that folder. Then, there: bash scripts/gpu_plan.sh smoke (scripts/gpu_plan.md)
 GPU_MIRROR ?= .mirror
 .PHONY: gpu-mirror
 gpu-mirror: ## copy the dataset mirror into .mirror/ for the offline GPU machine

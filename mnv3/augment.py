@@ -134,6 +134,9 @@ def auto_augment(images: torch.Tensor, policy: str, groups: int = 8) -> torch.Te
     torchvision draws one operation per call for a whole batch, so the batch is cut into ``groups``
     parts that draw apart: variety across the batch at ``groups`` calls, not N. The draws come from
     torch's global RNG, which training seeds per step. ``policy`` "none" returns the batch as is.
+    On a GPU each geometric operation (shear, translate, rotate) waits for the host: torchvision
+    builds its affine matrix with ``torch.tensor(matrix, device=...)``, a pageable host-to-device
+    copy, so up to ``groups`` such waits a step (the sweep's table notes it beside their times).
     """
     if policy == "none":
         return images

@@ -1,15 +1,26 @@
-"""Evaluation: logits over a split, accuracy, and the classification metrics of the reports."""
+"""Evaluation: logits over a split, accuracy, and the classification metrics of the reports.
+
+    python -m mnv3.evaluate flip-tta runs/sweep-<UTC time>/full/00-baseline --device cuda
+
+``flip-tta`` evaluates a run's best checkpoint on its own validation split, without and with flip
+test-time augmentation, and writes ``flip_tta.json`` beside it: flip TTA changes evaluation only,
+so the recipe sweep measures it on the baseline's weights instead of training a candidate for it.
+"""
 from __future__ import annotations
 
+import argparse
+import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
-from .checkpoint import load_run
 from .augment import prepare_batch
-from .data import DatasetInfo, dataset_info, load_split
+from .checkpoint import CheckpointError, load_run
+from .data import DataUnavailableError, DatasetInfo, dataset_info, load_split, train_val_split
+from .files import write_json_atomic
+from .runs import FLIP_TTA_FILE, load_metrics
 
 __all__ = [
     "predict_logits",
@@ -21,6 +32,8 @@ __all__ = [
     "most_confused_pairs",
     "misclassified",
     "standout_pairs",
+    "flip_tta_on_validation",
+    "main",
 ]
 
 
@@ -279,3 +292,74 @@ def standout_pairs(cm: Any, class_names: Sequence[str], k: int = 10) -> tuple[li
                     f"{pairs[0]['count']} in any one ({rule}).")
     covered = sum(p["count"] for p in standing)
     return standing, (f"{len(standing)} pair(s) stand out, holding {covered:,} of the {mistakes:,} mistakes ({rule}).")
+
+
+# ----------------------------------------------------------------------------- flip TTA on a checkpoint (python -m mnv3.evaluate flip-tta)
+
+
+def flip_tta_on_validation(run_dir: str | Path, *, device: str | None = None, root: str | Path = "data",
+                           mirror: str | Path | None = None) -> dict[str, Any]:  # fmt: skip
+    """Validation loss and accuracy of ``run_dir``'s best checkpoint (its EMA when it kept one),
+    without and with flip TTA; written to ``run_dir/flip_tta.json`` and returned.
+
+    Evaluated as training validates: the run's own validation split (``val_fraction``, split
+    seed), batch size, memory format and autocast (bf16 on CUDA), through ``mnv3.train.evaluate``,
+    so the value without flip equals the best epoch's ``val_acc`` in ``metrics.csv`` (for a run
+    trained without ``--tta-flip``). Raises CheckpointError for a folder without a best checkpoint,
+    DataUnavailableError when the dataset cannot be read, ValueError for an unusable ``device``.
+    """
+    from .step import resolve_device
+    from .train import evaluate
+
+    run_dir = Path(run_dir)
+    torch_device = resolve_device(device)
+    model, config = load_run(run_dir, which="best")
+    fields = config["fields"]
+    info = dataset_info(config["dataset"])
+    images, labels = load_split(info.name, "train", root=root, mirror=mirror)
+    _, val_idx = train_val_split(len(images), fields["val_fraction"], seed=config["split_seed"])
+    val_x, val_y = images[val_idx].to(torch_device), labels[val_idx].to(torch_device)
+    model.to(torch_device)
+    if fields["channels_last"]:
+        model.to(memory_format=torch.channels_last)
+    use_amp = torch_device.type == "cuda" and fields["amp"] != "off"
+    dtype = torch.float16 if fields["amp"] == "fp16" else torch.bfloat16
+
+    def autocast():
+        return torch.autocast(device_type=torch_device.type, dtype=dtype, enabled=use_amp)
+
+    args = (val_x, val_y, info, config["image_size"], 2 * (fields["batch_size"] // config.get("world_size", 1)), torch_device,
+            fields["channels_last"], autocast)  # fmt: skip
+    plain, flipped = evaluate(model, *args, tta_flip=False), evaluate(model, *args, tta_flip=True)
+    metrics = load_metrics(run_dir)
+    result = {
+        "checkpoint": "best.pt", "epoch": int(metrics.loc[metrics["val_acc"].idxmax(), "epoch"]) if metrics is not None else None,
+        "val_loss": plain[0], "val_acc": plain[1], "val_loss_flip": flipped[0], "val_acc_flip": flipped[1],
+        "val_samples": len(val_idx), "device": str(torch_device),
+    }  # fmt: skip
+    write_json_atomic(run_dir / FLIP_TTA_FILE, result)
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m mnv3.evaluate", description=__doc__.split("\n\n")[0],
+                                     epilog="example: python -m mnv3.evaluate flip-tta runs/quick/cifar10_small_s1 --device cpu")  # fmt: skip
+    commands = parser.add_subparsers(dest="command", required=True)
+    tta = commands.add_parser("flip-tta", help="a run's best checkpoint on its validation split, without and with flip TTA "
+                                               "(writes RUN_DIR/flip_tta.json; the test set is not read)")  # fmt: skip
+    tta.add_argument("run_dir", help="a run folder with best.pt, e.g. runs/full/cifar10_small_s1")
+    tta.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda:0 when CUDA works, else cpu)")
+    tta.add_argument("--data-root", default="data", help="where the decoded datasets are cached (default data)")
+    tta.add_argument("--data-mirror", default=None, metavar="DIR", help="offline dataset mirror (default: $MNV3_DATA_MIRROR)")
+    args = parser.parse_args(argv)
+    try:
+        result = flip_tta_on_validation(args.run_dir, device=args.device, root=args.data_root, mirror=args.data_mirror)
+    except (CheckpointError, DataUnavailableError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(f"{args.run_dir}: validation accuracy {100 * result['val_acc']:.2f}% without flip, {100 * result['val_acc_flip']:.2f}% "
+          f"with flip TTA (best.pt, epoch {result['epoch']}) -> {Path(args.run_dir) / FLIP_TTA_FILE}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -34,7 +34,7 @@ class Experiment:
     val_fraction: float = _field(0.1, "share of the training set held out for validation (fixed seed)")
     # optimisation: SGD with Nesterov momentum, linear warmup then cosine decay to zero, per step
     lr: float = _field(0.1, "peak learning rate (SGD, Nesterov momentum)")
-    lr_reference_batch: int = _field(0, "if > 0, scale lr linearly by batch_size / this (Goyal et al. 2017), so batch size can change alone")
+    lr_reference_batch: int = _field(0, "if > 0, lr is the peak at this batch: scaled by sqrt(batch_size / this), with the warm-up as many steps as at this batch (mnv3.step.peak_lr), so batch size can change alone")
     momentum: float = _field(0.9, "SGD momentum")
     weight_decay: float = _field(5e-5, "L2 on conv and linear weights (never on BatchNorm or biases)")
     warmup_epochs: float = _field(1.0, "linear warmup before the cosine decay")
@@ -44,7 +44,7 @@ class Experiment:
     ema_decay: float = _field(0.0, "weight EMA per step (e.g. 0.999; 0 = off): validation, best.pt's evaluation weights and the test use the average, BatchNorm statistics averaged too")
     cutout: int = _field(0, "Cutout (DeVries & Taylor 2017): zero a square of this side at a random centre per image; 16 is theirs for CIFAR-10; 0 = off")
     tta_flip: bool = _field(False, "evaluate on each image and its mirror, averaging the probabilities (not for digits)")
-    auto_augment: str = _field("none", "none, trivialaugment, autoaugment (the CIFAR-10 policy) or randaugment: torchvision's transforms.v2 on the training device, one draw per eighth of a batch")
+    auto_augment: str = _field("none", "none, trivialaugment, autoaugment (the CIFAR-10 policy) or randaugment: torchvision's transforms.v2 on the training device, one draw per eighth of a batch; each geometric op copies its matrix from the host, which makes a GPU wait")
     # speed
     channels_last: bool = _field(True, "NHWC memory format (several times faster for these convolutions on our CPUs)")
     amp: str = _field("bf16", "mixed precision on CUDA: bf16, fp16 (with a gradient scaler) or off; the CPU runs fp32")

@@ -63,6 +63,8 @@ __all__ = [
     "plot_seconds_per_epoch",
     "ablation_rows",
     "ablation_table",
+    "AUTO_AUGMENT_NOTE",
+    "FLIP_TTA_FILE",
     "main",
 ]
 
@@ -229,14 +231,16 @@ def run_state(run_dir: str | Path) -> dict[str, Any]:
     still training) or "missing" (no config.json). epochs_done counts the rows of metrics.csv,
     epochs_planned is config.json's ``fields.epochs`` (None when unknown). label is what the
     pages print: "finished", "no run folder", or for an unfinished run "unfinished (stopped at
-    epoch 54 of 60)", the epoch it was in when it stopped (53 complete).
+    epoch 54 of 60)", the epoch it was in when it stopped (53 complete), or "validation only (...)"
+    for a run trained to its end with ``--skip-test`` (a sweep candidate).
     """
     run_dir = Path(run_dir)
     state: dict[str, Any] = {"status": "missing", "epochs_done": 0, "epochs_planned": None, "label": "no run folder"}
     config_path = run_dir / "config.json"
     if not config_path.is_file():
         return state
-    planned = json.loads(config_path.read_text()).get("fields", {}).get("epochs")
+    config = json.loads(config_path.read_text())
+    planned = config.get("fields", {}).get("epochs")
     metrics = load_metrics(run_dir)
     done = 0 if metrics is None else len(metrics)
     state.update(epochs_done=done, epochs_planned=planned)
@@ -244,6 +248,8 @@ def run_state(run_dir: str | Path) -> dict[str, Any]:
         return {**state, "status": "ok", "label": "finished"}
     if planned is None:
         label = f"unfinished (stopped after {done} epochs)"
+    elif done >= planned and "--skip-test" in str(config.get("command", "")).split():
+        label = f"validation only (all {planned} epochs trained; --skip-test, the test set not read)"
     elif done >= planned:
         label = f"unfinished (all {planned} epochs trained, no test evaluation)"
     else:
@@ -539,9 +545,14 @@ def plot_seconds_per_epoch(runs: Mapping[str, Path], *, labels: Mapping[str, str
 # ============================================================================ the ablation table (python -m mnv3.runs)
 
 
+FLIP_TTA_FILE = "flip_tta.json"  # python -m mnv3.evaluate flip-tta: a checkpoint's validation accuracy with flip TTA
+
+
 def ablation_rows(folder: str | Path) -> list[dict[str, Any]]:
     """One row per run folder under ``folder`` (or for ``folder`` itself when it is one): its experiment, overrides, seed, best validation
     accuracy (and epoch), epochs done of planned, training seconds and :func:`run_state` label.
+    A run with a ``flip_tta.json`` (:data:`FLIP_TTA_FILE`) adds a row for its best checkpoint evaluated with
+    flip TTA, which is evaluation only: the same weights, no training of its own.
     The validation split chooses; the test set is not read."""
     rows = []
     folder = Path(folder)
@@ -562,7 +573,19 @@ def ablation_rows(folder: str | Path) -> list[dict[str, Any]]:
             "train_seconds": 0.0 if metrics is None else float(metrics["epoch_seconds"].sum()),
             "state": run_state(config_path.parent)["label"],
         })  # fmt: skip
+        tta_path = config_path.parent / FLIP_TTA_FILE
+        if tta_path.is_file():
+            tta = json.loads(tta_path.read_text())
+            rows.append({**rows[-1], "name": f"{rows[-1]['name']} + flip TTA", "overrides": {**rows[-1]["overrides"], "tta_flip": True},
+                         "best_val_acc": tta["val_acc_flip"], "best_epoch": tta["epoch"], "train_seconds": 0.0,
+                         "state": f"evaluation only: {tta['checkpoint']} of {rows[-1]['name']}, {100 * tta['val_acc']:.2f}% without flip"})  # fmt: skip
     return rows
+
+
+# Beside every auto-augment candidate's time: what it includes that the others do not.
+AUTO_AUGMENT_NOTE = ("these seconds include host waits: torchvision's transforms.v2 builds each geometric operation's affine "
+                     "matrix on the host (torch.tensor(matrix, device=...)), a pageable host-to-device copy that makes the host "
+                     "wait for the GPU, up to 8 a step (one draw per eighth of the batch).")
 
 
 def ablation_table(rows: list[dict[str, Any]]) -> str:
@@ -574,8 +597,11 @@ def ablation_table(rows: list[dict[str, Any]]) -> str:
         changed = {**r["overrides"], **({"seed": r["seed"]} if r["seed"] else {})}
         change = ", ".join(f"{k}={v}" for k, v in changed.items()) or "the profile's own"
         val = f"{100 * r['best_val_acc']:.2f}% ({r['best_epoch']})" if r["best_val_acc"] is not None else "none yet"
+        host_copies = r["overrides"].get("auto_augment", "none") != "none"
         lines.append(f"| {r['name']} | {r['experiment']} | {change} | {val} | {r['epochs_done']} of {r['epochs']} | "
-                     f"{r['train_seconds']:.0f} | {r['state']} |")
+                     f"{r['train_seconds']:.0f}{' (a)' if host_copies else ''} | {r['state']} |")
+    if any(r["overrides"].get("auto_augment", "none") != "none" for r in rows):
+        lines.append("\n(a) " + AUTO_AUGMENT_NOTE)
     return "\n".join(lines)
 
 
@@ -589,10 +615,15 @@ def main(argv: list[str] | None = None) -> None:
                     "Runs are grouped by experiment, best first.")
     parser.add_argument("folder", help="e.g. runs/full: every <name>/config.json below it is one row")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of a Markdown table")
+    parser.add_argument("--save", metavar="PREFIX", help="also write PREFIX.md (the table) and PREFIX.json (the rows), each "
+                        "atomically, e.g. --save gpu-out/sweep (scripts/gpu_sweep.sh rewrites them after every candidate)")
     args = parser.parse_args(argv)
     rows = ablation_rows(args.folder)
     if not rows:
         raise SystemExit(f"error: no run folders (NAME/config.json) in {args.folder}")
+    if args.save:
+        write_text_atomic(f"{args.save}.md", ablation_table(rows) + "\n")
+        write_json_atomic(f"{args.save}.json", rows)
     print(json.dumps(rows, indent=2) if args.json else ablation_table(rows))
 
 

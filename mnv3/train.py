@@ -11,7 +11,6 @@ repeats the uninterrupted one exactly on the CPU, even after a Ctrl-C in the mid
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import math
 import os
@@ -30,16 +29,17 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .augment import prepare_batch
 from .checkpoint import CheckpointError, best_epoch_of, check_resume, evaluation_weights, load_checkpoint, repair_checkpoints, save_checkpoint
-from .files import remove_stale_temporaries
-from .augment import auto_augment, cutout, prepare_batch
-from .data import DataUnavailableError, dataset_info, ensure_splits, iterate_batches, load_split, train_val_split
+from .data import DataUnavailableError, dataset_info, ensure_splits, load_split, train_val_split
 from .experiments import EXPERIMENTS, PROFILES, Experiment, get_experiment
+from .files import remove_stale_temporaries
 from .model import build_model
 from .runs import RunLock, RunLockedError, load_record, overrides, run_name, run_record, write_metrics, write_record, write_test
 from .spec import SpecError
+from .step import EpochMetrics, epoch_batches, make_trainer, resolve_device, run_step
 
-__all__ = ["main", "train", "train_step", "prepare_for_training", "make_optimizer", "compute_loss", "NonFiniteLossError"]
+__all__ = ["main", "train", "evaluate", "NonFiniteLossError"]
 
 SPLIT_SEED = 0  # the train/validation split never changes with --seed
 
@@ -94,7 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true", help="continue the run from its last.pt")
     parser.add_argument("--data-root", default="data", help="where datasets are downloaded and cached (default data)")
     parser.add_argument("--data-mirror", default=None, metavar="DIR", help="offline dataset mirror (default: $MNV3_DATA_MIRROR)")
-    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    parser.add_argument("--device", default=None, help="cpu, cuda (the current GPU) or cuda:N (default: cuda:0 when CUDA works, else cpu). "
+                        "Asking for CUDA where torch sees none stops the run at once, before anything is written")
+    parser.add_argument("--skip-test", action="store_true", help="validation only: never read the test set at the end (no test.json; "
+                        "the recipe sweep's candidates, which are chosen on validation; a final run reads the test set once)")
     parser.add_argument(
         "--threads", type=int, default=None,
         help="CPU threads for torch (default: torch's choice, one per core). On a machine that other work shares, "
@@ -133,111 +136,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Experiment]:
     return args, exp
 
 
-# ----------------------------------------------------------------------------- helpers
-
-
-def _step_seed(seed: int, epoch: int, step: int, rank: int) -> int:
-    return (seed * 1_000_003 + epoch * 100_003 + step * 101 + rank) % (2**63)
-
-
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    # Decay only conv and linear weights: decaying BN scales and biases only fights normalisation.
-    decay, no_decay = [], []
-    for p in model.parameters():
-        (decay if p.ndim > 1 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def _lr_lambda(total_steps: int, warmup_steps: int):
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
-
-
-def compute_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float) -> torch.Tensor:
-    return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
-
-
-def peak_lr(exp: Experiment) -> float:
-    """``exp.lr``, scaled linearly by ``batch_size / lr_reference_batch`` when that is set."""
-    return exp.lr * exp.batch_size / exp.lr_reference_batch if exp.lr_reference_batch else exp.lr
-
-
-def prepare_for_training(model: nn.Module, exp: Experiment, device: torch.device) -> nn.Module:
-    """``model`` (ours or torchvision's) as training and the benchmarks run it: BatchNorm momentum
-    from ``exp``, on ``device``, channels_last when ``exp`` asks, in train mode. Returns it."""
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.momentum = exp.bn_momentum
-    model.to(device)
-    if exp.channels_last:
-        model.to(memory_format=torch.channels_last)
-    return model.train()
-
-
-def make_optimizer(model: nn.Module, exp: Experiment) -> torch.optim.SGD:
-    """SGD with Nesterov momentum at :func:`peak_lr`; weight decay on conv and linear weights only."""
-    return torch.optim.SGD(_param_groups(model, exp.weight_decay), lr=peak_lr(exp), momentum=exp.momentum, nesterov=True)
-
-
-def make_ema(model: nn.Module, exp: Experiment) -> nn.Module | None:
-    """A frozen copy of ``model`` that :func:`update_ema` averages into, or None when EMA is off."""
-    if not exp.ema_decay:
-        return None
-    ema = copy.deepcopy(model).eval()
-    for p in ema.parameters():
-        p.requires_grad_(False)
-    return ema
-
-
-@torch.no_grad()
-def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    """ema <- decay * ema + (1 - decay) * model, for weights and BatchNorm statistics alike (as
-    timm's ModelEmaV2). One fused update on the device; torch's AveragedModel reads a device
-    counter on the host every step, which would stall a GPU."""
-    pairs = [(e, m) for e, m in zip(ema.state_dict().values(), model.state_dict().values())]
-    floats = [(e, m) for e, m in pairs if e.is_floating_point()]
-    torch._foreach_lerp_([e for e, _ in floats], [m for _, m in floats], 1.0 - decay)
-    for e, m in pairs:
-        if not e.is_floating_point():
-            e.copy_(m)  # num_batches_tracked
-
-
-def train_step(
-    net: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    info,
-    exp: Experiment,
-    *,
-    image_size: int,
-    autocast,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimisation step on a uint8 batch ``[N, C, H, W]`` with int64 ``labels`` ``[N]``.
-
-    Augments and normalises on the batch's device (``auto_augment`` when the experiment asks,
-    ``prepare_batch``'s crop and flip, ``cutout`` when asked), runs the forward pass under
-    ``autocast()``, takes the label-smoothed cross-entropy, and steps the optimizer. Returns the
-    loss (a 0-dim float32 tensor) and the logits ``[N, classes]``, detached and on the device: it
-    never waits for the host (no ``.item()``), so a GPU can run ahead. The benchmark times this.
-    """
-    x = cutout(prepare_batch(auto_augment(images, exp.auto_augment), info, train=True, image_size=image_size), exp.cutout)
-    if exp.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    with autocast():
-        logits = net(x)
-    loss = compute_loss(logits, labels, exp.label_smoothing)
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-    return loss.detach(), logits.detach()
+# ----------------------------------------------------------------------------- evaluation
 
 
 @torch.no_grad()
@@ -284,18 +183,12 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
     that is full), RunLockedError (another training holds the folder), NonFiniteLossError,
     DataUnavailableError, SpecError or ValueError, each saying what to do.
     """
-    # --- devices and processes
+    # --- devices and processes (a run that asks for CUDA where there is none stops here, in one line)
     distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    device = resolve_device(args.device, int(os.environ.get("LOCAL_RANK", 0)) if distributed else None)
     if distributed:
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() and args.device != "cpu" else "gloo", timeout=timedelta(seconds=args.ddp_timeout))
-        rank, world_size = dist.get_rank(), dist.get_world_size()
-        local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    else:
-        rank, world_size, local_rank = 0, 1, 0
-    if args.device:
-        device = torch.device(args.device)
-    else:
-        device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", timeout=timedelta(seconds=args.ddp_timeout))
+    rank, world_size = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
@@ -351,28 +244,13 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
             drop_first_strides=exp.drop_first_strides,
         )
         model_config = model.config
-        model = prepare_for_training(model, exp, device)
-        optimizer = make_optimizer(model, exp)
         steps_per_epoch = len(train_x) // world_size // local_batch
         if steps_per_epoch == 0:
             raise ValueError(f"the training split ({len(train_x)} images) is smaller than one batch ({exp.batch_size}).")
-        total_steps = steps_per_epoch * exp.epochs
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, _lr_lambda(total_steps, round(exp.warmup_epochs * steps_per_epoch))
-        )
-        use_amp = device.type == "cuda" and exp.amp != "off"
-        amp_dtype = torch.float16 if exp.amp == "fp16" else torch.bfloat16
-        scaler = torch.amp.GradScaler("cuda", enabled=use_amp and exp.amp == "fp16")
-
-        def autocast():
-            return torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp)
-
-        net: nn.Module = model
-        if distributed:
-            net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        if exp.compile:
-            net = torch.compile(net)
-        ema = make_ema(model, exp)
+        trainer = make_trainer(model, exp, info, device, image_size=image_size, steps_per_epoch=steps_per_epoch, seed=args.seed,
+                               rank=rank, world_size=world_size, distributed=distributed)  # fmt: skip
+        model, optimizer, scheduler, scaler, ema, autocast = (trainer.model, trainer.optimizer, trainer.scheduler, trainer.scaler,
+                                                             trainer.ema, trainer.autocast)  # fmt: skip
 
         # --- resume or start. What decides the weights besides the fields is stored and must match:
         # the seed, the number of processes and, on the CPU, the thread count.
@@ -441,53 +319,37 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
                     f"{_launch_command(args, exp, world_size, resume=True)}"
                 ) from None
 
+        if is_main:  # the step count the GPU plan is sized by (scripts/gpu_plan.md)
+            print(f"{run_dir}: {len(train_x)} training images, {steps_per_epoch} steps of {exp.batch_size} an epoch, "
+                  f"{exp.epochs} epochs, on {device}", flush=True)  # fmt: skip
         stop = _StopRequest()
         previous_handler = signal.signal(signal.SIGINT, stop) if is_main or not distributed else None
         progress = _Progress(enabled=is_main)
         try:
             for epoch in range(start_epoch, exp.epochs):
-                net.train()
-                order = torch.Generator().manual_seed(args.seed * 7919 + epoch)
-                # The epoch's order goes to the device in one copy: a copy per step would stall the GPU.
-                batches = torch.stack(list(
-                    iterate_batches(len(train_x), local_batch, shuffle=True, generator=order, drop_last=True, rank=rank, world_size=world_size)
-                )[:steps_per_epoch]).to(device)
+                trainer.net.train()
+                batches = epoch_batches(trainer, len(train_x), epoch, steps_per_epoch)
                 first = start_step if epoch == start_epoch else 0
                 if first == 0:
                     partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
-                # Running metrics and the NaN guard stay on the device; they are read at log points only.
-                loss_sum = torch.tensor(partial["loss_sum"], device=device)
-                correct = torch.tensor(partial["correct"], device=device)
-                bad_step = torch.tensor(-1, device=device)
-                step_counter = torch.tensor(first, device=device)
-                seen = partial["seen"]
+                metrics = EpochMetrics(device, partial, first)  # on the device; read only when a progress line is due
                 t0 = time.perf_counter()
                 bar = tqdm(total=steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{exp.epochs}", disable=None if is_main else True, leave=False, dynamic_ncols=True)
                 done = first
                 for step in range(first, steps_per_epoch):
-                    torch.manual_seed(_step_seed(args.seed, epoch, step, rank))
-                    idx = batches[step]
-                    y = train_y[idx]
-                    loss, logits = train_step(net, optimizer, scaler, train_x[idx], y, info, exp, image_size=image_size, autocast=autocast)
-                    scheduler.step()
-                    if ema is not None:
-                        update_ema(ema, model, exp.ema_decay)
-                    bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss), step_counter, bad_step)
-                    step_counter += 1
-                    loss_sum += loss * len(y)
-                    correct += (logits.argmax(1) == y).sum()
-                    seen += len(y)
+                    run_step(trainer, train_x, train_y, batches, epoch, step, metrics)
                     done = step + 1
-                    if step % 20 == 0 or done == steps_per_epoch or stop.requested:
-                        if bad_step.item() >= 0:
+                    if done == steps_per_epoch or stop.requested or progress.due() or (not bar.disable and step % 20 == 0):
+                        bad_step, loss_sum, correct = metrics.read()
+                        if bad_step >= 0:
                             last = run_dir / "last.pt"
                             kept = f"{last} keeps the last good state (end of epoch {epoch})" if epoch > 0 or first > 0 else "no checkpoint was written yet (the first epoch had not ended)"
                             raise NonFiniteLossError(
-                                f"the loss became non-finite at epoch {epoch + 1}, step {bad_step.item() + 1}; stopped. "
+                                f"the loss became non-finite at epoch {epoch + 1}, step {bad_step + 1}; stopped. "
                                 f"{kept}. Lower --lr or check the data."
                             )
                         elapsed = partial["seconds"] + time.perf_counter() - t0
-                        stats = {"loss": loss_sum.item() / seen, "acc": correct.item() / seen, "img_s": seen * world_size / elapsed}
+                        stats = {"loss": loss_sum / metrics.seen, "acc": correct / metrics.seen, "img_s": metrics.seen * world_size / elapsed}
                         bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['acc']:.3f}", img_s=f"{stats['img_s']:.0f}")
                         progress.maybe_print(f"epoch {epoch + 1}/{exp.epochs}, step {done}/{steps_per_epoch}", stats)
                     bar.update(1)
@@ -496,17 +358,15 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
                 bar.close()
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
-                partial = {
-                    "loss_sum": loss_sum.item(),
-                    "correct": int(correct.item()),
-                    "seen": seen,
-                    "seconds": partial["seconds"] + time.perf_counter() - t0,
-                }
+                _, loss_sum, correct = metrics.read()
+                seen = metrics.seen
+                partial = {"loss_sum": loss_sum, "correct": correct, "seen": seen, "seconds": partial["seconds"] + time.perf_counter() - t0}
                 if done < steps_per_epoch:  # Ctrl-C in the middle of an epoch
                     if is_main:
                         save("last.pt", checkpoint(epoch, done))
                     _interrupted(run_dir, is_main, args, exp, world_size, f"epoch {epoch + 1}, step {done}")
-                val_loss, val_acc = evaluate(net if ema is None else ema, val_x, val_y, info, image_size, 2 * local_batch, device,
+                # The eager module, never the compiled one: a dozen batches do not repay a second graph.
+                val_loss, val_acc = evaluate(trainer.evaluation_model(), val_x, val_y, info, image_size, 2 * local_batch, device,
                                              exp.channels_last, autocast, exp.tta_flip)  # fmt: skip
                 row = {
                     "epoch": epoch + 1,
@@ -546,8 +406,10 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
             if previous_handler is not None:
                 signal.signal(signal.SIGINT, previous_handler)
 
-        # --- the test set, once, with the best checkpoint
-        if is_main:
+        # --- the test set, once, with the best checkpoint (never for --skip-test: a run chosen on validation)
+        if is_main and args.skip_test:
+            print(f"best validation accuracy {best_val:.4f} (epoch {best_epoch}); --skip-test: the test set was not read.", flush=True)
+        elif is_main:
             best = load_checkpoint(run_dir / "best.pt", map_location=device)
             if best["epoch"] != best_epoch:
                 raise CheckpointError(
@@ -592,10 +454,12 @@ class _Progress:
         self.seconds = float(os.environ.get("MNV3_PROGRESS_SECONDS", 30))
         self.last = time.perf_counter()
 
+    def due(self) -> bool:
+        return self.enabled and time.perf_counter() - self.last >= self.seconds
+
     def maybe_print(self, where: str, stats: dict[str, float]) -> None:
-        now = time.perf_counter()
-        if self.enabled and now - self.last >= self.seconds:
-            self.last = now
+        if self.due():
+            self.last = time.perf_counter()
             print(f"  {where}: loss {stats['loss']:.4f} acc {stats['acc']:.4f}, {stats['img_s']:.0f} img/s", flush=True)
 
 
@@ -621,12 +485,16 @@ def _launch_command(args: argparse.Namespace, exp: Experiment, world_size: int, 
                                  ("--data-mirror", args.data_mirror, None), ("--data-root", args.data_root, "data")):
         if value is not None and value != default:
             argv += [flag, str(value)]
+    argv += ["--skip-test"] if args.skip_test else []
     launcher = f"torchrun --nproc_per_node {world_size} -m mnv3.train" if world_size > 1 else "python -m mnv3.train"
     return " ".join([launcher, *(shlex.quote(a) for a in argv), *(["--resume"] if resume else [])])
 
 
 def main(argv: list[str] | None = None) -> Path:
     args, exp = parse_args(argv)
+    # Ctrl-C (or `timeout -s INT`) stops the run even where the launcher ignored SIGINT (a job a
+    # script put in the background): before the loop it ends with status 130, in it the state is saved.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return train(args, exp)
     except (DataUnavailableError, CheckpointError, RunLockedError, SpecError, NonFiniteLossError, ValueError) as err:

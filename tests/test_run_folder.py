@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mnv3 import step as step_module
 from mnv3 import train as train_module
 from mnv3.checkpoint import load_checkpoint
 from mnv3.experiments import get_experiment
@@ -159,8 +160,8 @@ def test_disk_full_says_what_survived_and_how_to_resume(tmp_path, monkeypatch, c
 
 
 def test_nan_in_the_first_epoch_says_no_checkpoint_exists(tmp_path, monkeypatch, capsys):
-    original = train_module.compute_loss
-    monkeypatch.setattr(train_module, "compute_loss", lambda *a, **k: original(*a, **k) * float("nan"))
+    original = step_module.compute_loss
+    monkeypatch.setattr(step_module, "compute_loss", lambda *a, **k: original(*a, **k) * float("nan"))
     err = fails(capsys, tmp_path)
     assert "non-finite at epoch 1" in err and "no checkpoint was written yet" in err and "last.pt" not in err
 
@@ -193,7 +194,7 @@ def test_huge_width_and_bad_ddp_timeout_fail_in_one_line(tmp_path, capsys):
 
 def test_resume_command_rebuilds_the_whole_launch():
     args = argparse.Namespace(experiment="cifar10_small_s1", profile="full", out="runs", seed=3, name=None, threads=4,
-                              device="cuda", data_mirror=None, data_root="data")  # fmt: skip
+                              device="cuda", data_mirror=None, data_root="data", skip_test=False)  # fmt: skip
     exp = get_experiment("cifar10_small_s1", "full", epochs=5)
     command = train_module._launch_command(args, exp, world_size=4, resume=True)
     assert command.startswith("torchrun --nproc_per_node 4 -m mnv3.train --experiment cifar10_small_s1 --profile full")

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from mnv3 import runs
-from mnv3 import train as train_module
+from mnv3 import step as step_module
 from mnv3.checkpoint import load_checkpoint
 from mnv3.train import main
 
@@ -71,7 +71,7 @@ def test_other_seed_differs(reference, tmp_path):
 def _interrupt_after(monkeypatch, steps: int) -> None:
     """Deliver a real SIGINT (Ctrl-C) once ``steps`` training steps have run."""
     calls = {"n": 0}
-    original = train_module.compute_loss
+    original = step_module.compute_loss
 
     def loss_then_interrupt(*args, **kwargs):
         calls["n"] += 1
@@ -79,7 +79,7 @@ def _interrupt_after(monkeypatch, steps: int) -> None:
             os.kill(os.getpid(), signal.SIGINT)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "compute_loss", loss_then_interrupt)
+    monkeypatch.setattr(step_module, "compute_loss", loss_then_interrupt)
 
 
 @pytest.mark.parametrize("stop_at_step", [3, 6])  # mid-epoch 1, and its last step (384 / 64 = 6 steps an epoch)
@@ -102,14 +102,14 @@ def test_ctrl_c_then_resume_equals_uninterrupted(reference, tmp_path, monkeypatc
 
 def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, capsys):
     calls = {"n": 0}
-    original = train_module.compute_loss
+    original = step_module.compute_loss
 
     def nan_in_epoch_two(*args, **kwargs):
         calls["n"] += 1
         loss = original(*args, **kwargs)
         return loss * float("nan") if calls["n"] == 8 else loss
 
-    monkeypatch.setattr(train_module, "compute_loss", nan_in_epoch_two)
+    monkeypatch.setattr(step_module, "compute_loss", nan_in_epoch_two)
     with pytest.raises(SystemExit) as stopped:
         run(tmp_path)
     assert stopped.value.code == 2

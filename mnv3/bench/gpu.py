@@ -1,21 +1,28 @@
-"""GPU training throughput of ``mnv3.train.train_step``: images/s and peak memory.
+"""GPU training throughput of the training loop's step (``mnv3.step.run_step``): images/s and peak memory.
 
     python -m mnv3.bench.gpu                      # the plan scripts/gpu_bench.sh runs (CUDA)
     python -m mnv3.bench.gpu --device cpu --plan tiny --out /tmp/b   # the smoke test
 
 Each measurement builds one model (ours, or torchvision's with the same weights through
 ``to_torchvision``), puts a synthetic uint8 dataset of four batches on the device, and times
-``train_step`` (augmentation, forward under bf16 autocast, loss, backward, SGD): the same
-function ``python -m mnv3.train`` runs, not a copy. ``mode`` is eager, ``compiled``
-(``torch.compile``) or ``graphed`` (``torch.compile(mode="reduce-overhead")``: forward and backward
-replayed as CUDA graphs; the optimizer step stays outside them). The first ``warmup`` steps
-(compilation, cuDNN autotuning, graph capture) are timed apart, as ``first_steps_seconds``.
-Results go to ``OUT/gpu_training.json`` (notebook 07 does not read it yet: no GPU run has made one).
+``run_step``: the per-step seed, augmentation, forward under bf16 autocast, loss, backward, SGD,
+the schedule and the running metrics, as ``python -m mnv3.train`` runs them, not a copy.
+``mode`` is eager, ``compiled`` (``torch.compile``, as the full profile trains) or ``graphed``
+(``torch.compile(mode="reduce-overhead")``: forward and backward replayed as CUDA graphs; the
+optimizer step stays outside them). Compile state is reset before each row
+(``torch.compiler.reset``, i.e. ``torch._dynamo.reset``), so a row never reuses the graphs of
+the row before; inductor's on-disk cache still serves graphs it has seen. Each row records how
+many graphs inductor declined to capture as CUDA graphs (``cudagraph_skips``, with its reasons):
+a "graphed" row with skips ran partly without graphs. The first ``warmup`` steps (compilation,
+cuDNN autotuning, graph capture) are timed apart, as ``first_steps_seconds``. Results go to
+``OUT/gpu_training.json``, rewritten after every row (notebook 07 does not read it yet: no GPU
+run has made one).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import platform
 import sys
 import time
@@ -29,11 +36,10 @@ from ..data import dataset_info
 from ..environment import machine_record
 from ..experiments import get_experiment
 from ..files import write_json_atomic
-from ..timing import time_calls
 from ..model import build_model
+from ..timing import time_calls
 
-
-__all__ = ["Measurement", "PLANS", "measure", "run", "main"]
+__all__ = ["Measurement", "PLANS", "CudagraphSkips", "measure", "run", "main"]
 
 MODES = ("eager", "compiled", "graphed")
 LAYOUTS = ("nchw", "channels_last")
@@ -54,17 +60,61 @@ def _grid(experiments, models, modes, layouts, batches) -> list[Measurement]:
     return [Measurement(e, m, mo, l, b) for e in experiments for m in models for mo in modes for l in layouts for b in batches]
 
 
-# "full" fits about 3 minutes of an H200: every eager setting, and the compiled and graphed ones
-# (40-80 s of compiling each) only where the issue asks for them.
+_SMALL = "cifar10_small_s1"
+# "full", in the order that matters when time runs out (every row is written as it ends): each
+# row decides a default or sizes a run. A compiled or graphed row costs a compile (70-80 s in the
+# first H200 runs, less from inductor's on-disk cache); an eager row a few seconds.
 PLANS: dict[str, list[Measurement]] = {
-    "full": _grid(TARGETS, ("ours", "torchvision"), ("eager",), LAYOUTS, (256, 512, 1024))
-    + _grid(("cifar10_small_s1",), ("ours",), ("compiled", "graphed"), ("nchw",), (256,))
-    + _grid(("mnist_small",), ("ours",), ("graphed",), ("nchw",), (1024,)),
+    "full": [
+        Measurement(_SMALL, "ours", "compiled", "nchw", 256),  # the target row, as the full profile trains
+        Measurement(_SMALL, "ours", "graphed", "nchw", 256),  # CUDA graphs: whether --cuda-graphs becomes the default
+        Measurement(_SMALL, "ours", "eager", "nchw", 256),  # what compiling buys
+        Measurement(_SMALL, "torchvision", "eager", "nchw", 256),  # ours against torchvision's model, same step
+        Measurement(_SMALL, "ours", "eager", "channels_last", 256),  # the memory format (NCHW since the first H200 runs)
+        Measurement(_SMALL, "ours", "eager", "nchw", 1024),  # the batch: the same ms a step at 4x the batch = host-bound
+        Measurement("cifar10_large_s1", "ours", "eager", "nchw", 256),  # Large's step, to size the final runs
+        Measurement("mnist_small", "ours", "eager", "nchw", 1024),
+        Measurement("cifar10_large_s1", "ours", "graphed", "nchw", 256),  # the other two targets, last
+        Measurement("mnist_small", "ours", "graphed", "nchw", 1024),
+    ],
     "tiny": _grid(("mnist_small",), ("ours", "torchvision"), ("eager",), LAYOUTS, (8,)),
 }
 
+# Where inductor says why it did not capture a graph: "cudagraphs" artifact logger on recent
+# torch, "perf_hints" on older ones (2.4-2.6). Both are also counted in counters["inductor"].
+_SKIP_LOGGERS = ("torch._inductor.cudagraph_utils.__cudagraphs", "torch._inductor.cudagraph_utils.__perf_hints")
 
-def _model(m: Measurement, device: torch.device) -> tuple[nn.Module, Any]:
+
+class CudagraphSkips(logging.Handler):
+    """Counts, while in a ``with`` block, the graphs inductor declined to capture as CUDA graphs
+    (``torch._dynamo.utils.counters["inductor"]["cudagraph_skips"]``) and keeps the reasons it
+    logged ("skipping cudagraphs due to mutated inputs", ...). ``count`` and ``reasons`` hold them
+    after the block; on a CPU every graphed compile counts one skip (CUDA graphs need CUDA)."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.count, self.reasons, self._start = 0, [], 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.reasons.append(record.getMessage())
+
+    def __enter__(self) -> "CudagraphSkips":
+        from torch._dynamo.utils import counters
+
+        self._start = counters["inductor"]["cudagraph_skips"]
+        for name in _SKIP_LOGGERS:
+            logging.getLogger(name).addHandler(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from torch._dynamo.utils import counters
+
+        for name in _SKIP_LOGGERS:
+            logging.getLogger(name).removeHandler(self)
+        self.count = counters["inductor"]["cudagraph_skips"] - self._start
+
+
+def _model(m: Measurement) -> tuple[nn.Module, Any]:
     exp = get_experiment(m.experiment, "full", batch_size=m.batch, channels_last=m.layout == "channels_last", compile=False)
     info = dataset_info(exp.dataset)
     torch.manual_seed(0)
@@ -74,43 +124,39 @@ def _model(m: Measurement, device: torch.device) -> tuple[nn.Module, Any]:
         from ..torchvision_compat import to_torchvision
 
         model = to_torchvision(model)
-    from ..train import prepare_for_training
-
-    return prepare_for_training(model, exp, device), exp
+    return model, exp
 
 
 def measure(m: Measurement, device: torch.device, *, steps: int, warmup: int) -> dict[str, Any]:
-    """Time ``steps`` calls of ``train_step`` after ``warmup`` untimed ones; returns one result row."""
-    from ..train import make_optimizer, train_step
+    """Time ``steps`` calls of ``run_step`` after ``warmup`` untimed ones; returns one result row."""
+    from ..step import EpochMetrics, make_trainer, run_step
 
-    model, exp = _model(m, device)
+    torch.compiler.reset()  # this row compiles its own graphs, whatever the row before left
+    model, exp = _model(m)
     info = dataset_info(exp.dataset)
-    net = model if m.mode == "eager" else torch.compile(model, mode="reduce-overhead" if m.mode == "graphed" else "default")
-    optimizer = make_optimizer(model, exp)
-    use_amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=False)  # bf16 needs no scaling
-
-    def autocast():
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp)
-
     size = info.image_size
+    trainer = make_trainer(model, exp, info, device, image_size=size, steps_per_epoch=warmup + steps)
+    if m.mode != "eager":
+        trainer.net = torch.compile(trainer.eager, mode="reduce-overhead" if m.mode == "graphed" else "default")
     images = torch.randint(0, 256, (4 * m.batch, info.in_channels, size, size), dtype=torch.uint8, device=device)
     labels = torch.randint(0, info.num_classes, (4 * m.batch,), device=device)
-    order = torch.randperm(4 * m.batch, device=device).view(4, m.batch)
+    batches = torch.randperm(4 * m.batch, device=device).view(4, m.batch).repeat((warmup + steps + 3) // 4, 1)
+    metrics = EpochMetrics(device)
 
-    def step(i: int) -> torch.Tensor:
-        idx = order[i % 4]
-        return train_step(net, optimizer, scaler, images[idx], labels[idx], info, exp, image_size=size, autocast=autocast)[0]
+    def block(first: int, count: int) -> None:
+        for i in range(first, first + count):
+            run_step(trainer, images, labels, batches, 0, i, metrics)
 
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     # Whole blocks of steps, one sync at the end of each: a sync per step would stall the very
     # queue whose throughput is measured.
-    losses: list[torch.Tensor] = []
-    first = time_calls(lambda: [step(i) for i in range(warmup)], runs=1, sync=sync)[0] / 1000
-    seconds = time_calls(lambda: losses.extend(step(i) for i in range(steps)), runs=1, sync=sync)[0] / 1000
-    loss = losses[-1]
+    with CudagraphSkips() as skips:
+        first = time_calls(lambda: block(0, warmup), runs=1, sync=sync)[0] / 1000
+        metrics = EpochMetrics(device)
+        seconds = time_calls(lambda: block(warmup, steps), runs=1, sync=sync)[0] / 1000
+    bad_step, loss_sum, _ = metrics.read()
     return {
         **dataclasses.asdict(m),
         "images_per_s": steps * m.batch / seconds,
@@ -119,7 +165,9 @@ def measure(m: Measurement, device: torch.device, *, steps: int, warmup: int) ->
         "first_steps_seconds": first,
         "warmup_steps": warmup,
         "peak_memory_mib": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
-        "final_loss": float(loss),
+        "mean_loss": loss_sum / metrics.seen if bad_step < 0 else float("nan"),
+        "cudagraph_skips": skips.count,
+        "cudagraph_skip_reasons": skips.reasons,
     }
 
 
@@ -132,9 +180,10 @@ def _ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def run(plan: list[Measurement], device: torch.device, out: Path, *, steps: int, warmup: int,
-        log: Callable[[str], None] = print) -> Path:  # fmt: skip
+        budget_seconds: float | None = None, log: Callable[[str], None] = print) -> Path:  # fmt: skip
     """Measure every entry of ``plan``, writing ``out/gpu_training.json`` after each (so an
-    interrupted run keeps what it measured); a failing entry is recorded with its error."""
+    interrupted run keeps what it measured); a failing entry is recorded with its error, and once
+    ``budget_seconds`` have passed the remaining entries are recorded as skipped, unmeasured."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     rows: list[dict[str, Any]] = []
@@ -143,15 +192,22 @@ def run(plan: list[Measurement], device: torch.device, out: Path, *, steps: int,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.machine()})",
         "torch": torch.__version__, "python": platform.python_version(), "machine": machine_record(torch.get_num_threads()),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"), "amp": "bf16" if device.type == "cuda" else "off (fp32 on the CPU)",
+        "steps": steps, "warmup": warmup, "budget_seconds": budget_seconds,
     }  # fmt: skip
+    start = time.perf_counter()
     for m in plan:
-        try:
-            row = measure(m, device, steps=steps, warmup=warmup)
-            log(f"{m.experiment:18s} {m.model:11s} {m.mode:8s} {m.layout:13s} batch {m.batch:5d}: "
-                f"{row['images_per_s']:10.0f} img/s, first {warmup} steps {row['first_steps_seconds']:.1f} s")  # fmt: skip
-        except Exception as err:  # a mode that fails on this stack is a result too
-            row = {**dataclasses.asdict(m), "error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"}
-            log(f"{m}: {row['error']}")
+        label = f"{m.experiment:18s} {m.model:11s} {m.mode:8s} {m.layout:13s} batch {m.batch:5d}"
+        if budget_seconds is not None and time.perf_counter() - start >= budget_seconds:
+            row = {**dataclasses.asdict(m), "skipped": f"the budget of {budget_seconds:g} s was spent"}
+            log(f"{label}: skipped, budget spent")
+        else:
+            try:
+                row = measure(m, device, steps=steps, warmup=warmup)
+                log(f"{label}: {row['images_per_s']:10.0f} img/s, {row['step_ms']:.2f} ms a step, first {warmup} steps "
+                    f"{row['first_steps_seconds']:.1f} s, cudagraph skips {row['cudagraph_skips']}")  # fmt: skip
+            except Exception as err:  # a mode that fails on this stack is a result too
+                row = {**dataclasses.asdict(m), "error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"}
+                log(f"{label}: {row['error']}")
         rows.append(row)
         write_json_atomic(path, {"environment": environment, "results": rows, "ratios": _ratios(rows), "targets": TARGETS})
     return path
@@ -160,18 +216,28 @@ def run(plan: list[Measurement], device: torch.device, out: Path, *, steps: int,
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(prog="python -m mnv3.bench.gpu", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="scripts/gpu_bench.sh runs the full plan on a GPU and keeps the JSON.")  # fmt: skip
-    parser.add_argument("--plan", choices=sorted(PLANS), default="full", help="what to measure (default full; tiny: the CPU smoke test)")
-    parser.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (default cuda)")
-    parser.add_argument("--steps", type=int, default=30, help="timed steps per measurement (default 30)")
-    parser.add_argument("--warmup", type=int, default=10, help="untimed steps first: compilation, autotuning (default 10)")
+                                     epilog="scripts/gpu_bench.sh runs the full plan on a GPU and keeps the JSON; "
+                                            "scripts/gpu_plan.md says how long it takes.")  # fmt: skip
+    parser.add_argument("--plan", choices=sorted(PLANS), default="full", help="what to measure (default full; tiny: the smoke test)")
+    parser.add_argument("--device", default="cuda", help="cuda (the current GPU), cuda:N or cpu (default cuda)")
+    parser.add_argument("--steps", type=int, default=60, help="timed steps per measurement (default 60)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps first: compilation, autotuning, graph capture (default 10)")
+    parser.add_argument("--budget-seconds", type=float, default=None,
+                        help="start no measurement after this many seconds; the rest are recorded as skipped (default: no limit)")
     parser.add_argument("--out", type=Path, default=Path("reports/bench"), help="folder of gpu_training.json (default reports/bench)")
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("error: no CUDA device here; this benchmark is for a GPU (--device cpu --plan tiny is the smoke test)", file=sys.stderr)
-        raise SystemExit(2)
-    return run(PLANS[args.plan], device, args.out, steps=args.steps, warmup=args.warmup)
+    from ..step import resolve_device
+
+    try:
+        device = resolve_device(args.device)
+    except ValueError as err:
+        print(f"error: {err} The CPU smoke test: --device cpu --plan tiny.", file=sys.stderr)
+        raise SystemExit(2) from None
+    try:
+        return run(PLANS[args.plan], device, args.out, steps=args.steps, warmup=args.warmup, budget_seconds=args.budget_seconds)
+    except KeyboardInterrupt:
+        print(f"interrupted; {args.out / 'gpu_training.json'} keeps the rows measured so far", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ def run_training(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[s
     from ..experiments import get_experiment
     from ..torchvision_compat import to_torchvision
     from ..model import build_model
-    from ..train import make_optimizer, prepare_for_training, train_step
+    from ..step import make_optimizer, prepare_for_training, train_step
 
     device = torch.device(cfg.device)
     if device.type == "cuda":
@@ -103,7 +103,7 @@ def run_training(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[s
             f"{len(times['ours'])} rounds in {seconds:.1f} s; {_busy_note(meter, log)}")  # fmt: skip
         log(_table(lines))
     return {"results": results, "targets": training_targets(results),
-            "step": "mnv3.train.train_step: prepare_batch (augmentation) + forward + label-smoothed cross-entropy + backward + SGD (Nesterov)"}  # fmt: skip
+            "step": "mnv3.step.train_step: prepare_batch (augmentation) + forward + label-smoothed cross-entropy + backward + SGD (Nesterov)"}  # fmt: skip
 
 
 def training_targets(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
