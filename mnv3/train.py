@@ -339,7 +339,10 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
                 for step in range(first, steps_per_epoch):
                     run_step(trainer, train_x, train_y, batches, epoch, step, metrics)
                     done = step + 1
-                    if done == steps_per_epoch or stop.requested or progress.due() or (not bar.disable and step % 20 == 0):
+                    # Under DDP every rank reads the NaN guard at the same steps, so all stop together: a rank
+                    # that stopped alone would leave the others waiting in their next all-reduce.
+                    due = step % 20 == 0 if distributed else progress.due() or (not bar.disable and step % 20 == 0)
+                    if done == steps_per_epoch or stop.requested or due:
                         bad_step, loss_sum, correct = metrics.read()
                         if bad_step >= 0:
                             last = run_dir / "last.pt"
