@@ -35,6 +35,8 @@ from .files import remove_stale_temporaries
 from .augment import auto_augment, cutout, prepare_batch
 from .data import DataUnavailableError, dataset_info, ensure_splits, iterate_batches, load_split, train_val_split
 from .experiments import EXPERIMENTS, PROFILES, Experiment, get_experiment
+from .imagefolder import dataset_record, is_folder_dataset, open_folder_dataset
+from .pretrained import features_lr_groups, start_from
 from .model import build_model
 from .runs import RunLock, RunLockedError, load_record, overrides, run_name, run_record, write_metrics, write_record, write_test
 from .spec import SpecError
@@ -109,9 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     fields = parser.add_argument_group("experiment fields (override the profile's values)")
     for f in dataclasses.fields(Experiment):
         kind = {"int": int, "float": float, "bool": _parse_bool, "str": str}[str(f.type)]
-        fields.add_argument(
-            f"--{f.name.replace('_', '-')}", dest=f"field_{f.name}", type=kind, default=None, metavar=str(f.type).upper(), help=f.metadata["help"]
-        )
+        fields.add_argument(  # a bool field alone (--freeze-features) means true
+            f"--{f.name.replace('_', '-')}", dest=f"field_{f.name}", type=kind, default=None, metavar=str(f.type).upper(), help=f.metadata["help"],
+            **({"nargs": "?", "const": True} if kind is _parse_bool else {}))
     return parser
 
 
@@ -181,7 +183,8 @@ def prepare_for_training(model: nn.Module, exp: Experiment, device: torch.device
 
 def make_optimizer(model: nn.Module, exp: Experiment) -> torch.optim.SGD:
     """SGD with Nesterov momentum at :func:`peak_lr`; weight decay on conv and linear weights only."""
-    return torch.optim.SGD(_param_groups(model, exp.weight_decay), lr=peak_lr(exp), momentum=exp.momentum, nesterov=True)
+    groups = features_lr_groups(_param_groups(model, exp.weight_decay), model, peak_lr(exp), exp.features_lr_mult)  # --features-lr-mult
+    return torch.optim.SGD(groups, lr=peak_lr(exp), momentum=exp.momentum, nesterov=True)
 
 
 def make_ema(model: nn.Module, exp: Experiment) -> nn.Module | None:
@@ -329,16 +332,22 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
                 raise CheckpointError(f"{run_dir / 'last.pt'}: nothing to resume. Start the run without --resume.")
 
         # --- data: the whole split lives on the training device as uint8; batches are slices of it
-        info = dataset_info(exp.dataset)
+        say = print if is_main else (lambda _m: None)
+        folder = open_folder_dataset(exp.dataset, image_size=exp.image_size, val_fraction=exp.val_fraction, skip_bad=exp.skip_bad_images,
+                                     root=args.data_root, log=say) if is_folder_dataset(exp.dataset) else None  # your own images
+        info = folder.info if folder else dataset_info(exp.dataset)
         image_size = exp.image_size or info.image_size
-        ensure_splits(exp.dataset, root=args.data_root, mirror=args.data_mirror)  # a broken test split fails now, not after training
-        images, labels = load_split(exp.dataset, "train", root=args.data_root, mirror=args.data_mirror)
-        train_idx, val_idx = train_val_split(len(images), exp.val_fraction, seed=SPLIT_SEED)
-        if exp.max_train_samples:
-            train_idx = train_idx[: exp.max_train_samples]
-        train_x, train_y = images[train_idx].to(device), labels[train_idx].to(device)
-        val_x, val_y = images[val_idx].to(device), labels[val_idx].to(device)
-        del images, labels
+        if folder:  # its split on the device, or streamed from its memory-mapped cache when too big
+            (train_x, train_y), (val_x, val_y) = folder.training_splits(exp.max_train_samples, device, say)
+        else:
+            ensure_splits(exp.dataset, root=args.data_root, mirror=args.data_mirror)  # a broken test split fails now, not after training
+            images, labels = load_split(exp.dataset, "train", root=args.data_root, mirror=args.data_mirror)
+            train_idx, val_idx = train_val_split(len(images), exp.val_fraction, seed=SPLIT_SEED)
+            if exp.max_train_samples:
+                train_idx = train_idx[: exp.max_train_samples]
+            train_x, train_y = images[train_idx].to(device), labels[train_idx].to(device)
+            val_x, val_y = images[val_idx].to(device), labels[val_idx].to(device)
+            del images, labels
 
         # --- model and optimisation
         torch.manual_seed(args.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
@@ -350,6 +359,7 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
             dropout=exp.dropout,
             drop_first_strides=exp.drop_first_strides,
         )
+        start_from(model, exp.init, exp.freeze_features, resume=args.resume, log=say)  # --init, --freeze-features (mnv3.pretrained)
         model_config = model.config
         model = prepare_for_training(model, exp, device)
         optimizer = make_optimizer(model, exp)
@@ -407,7 +417,7 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
                 image_size=image_size, model_config=model_config, train_samples=len(train_x), val_samples=len(val_x),
                 world_size=world_size, device=device_label, threads=threads, data_root=args.data_root,
                 data_mirror=args.data_mirror or os.environ.get("MNV3_DATA_MIRROR"),
-                command=_launch_command(args, exp, world_size, resume=False),
+                command=_launch_command(args, exp, world_size, resume=False), dataset_info=dataset_record(info, folder and folder.details),
             ))  # fmt: skip
 
         def checkpoint(epoch: int, step_in_epoch: int) -> dict[str, Any]:
@@ -555,7 +565,7 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
                     "refusing to report another epoch's weights. Retrain the run."
                 )
             model.load_state_dict(evaluation_weights(best))
-            test_x, test_y = load_split(exp.dataset, "test", root=args.data_root, mirror=args.data_mirror)
+            test_x, test_y = folder.split("test", device) if folder else load_split(exp.dataset, "test", root=args.data_root, mirror=args.data_mirror)
             test_loss, test_acc = evaluate(model, test_x.to(device), test_y.to(device), info, image_size, 2 * local_batch, device,
                                            exp.channels_last, autocast, exp.tta_flip)  # fmt: skip
             result = {
