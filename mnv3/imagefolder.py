@@ -120,11 +120,11 @@ def _walk(folder: Path, top: Path, ignored: list[str], ancestors: Sequence[tuple
         chain = (*chain, (here, key))
         for entry in entries:
             path = Path(entry.path)
+            if entry.is_symlink():
+                _check_link(path)  # a broken link named like an image is kept, and reported when it fails to decode
             if not entry.name.startswith(".") and entry.is_dir():
                 stack.append((path, chain))
                 continue
-            if entry.is_symlink() and not entry.is_file():
-                _check_link(path)  # a broken link named like an image is kept, and reported when it fails to decode
             if _is_image(entry.name) and not entry.name.startswith("."):
                 found.append(path)
             else:
@@ -153,11 +153,11 @@ def _subfolders(folder: Path, top: Path, ignored: list[str]) -> list[str]:
     """The names of ``folder``'s non-hidden subfolders, sorted; everything else goes to ``ignored``."""
     names = []
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if entry.is_symlink():
+            _check_link(Path(entry.path))
         if not entry.name.startswith(".") and entry.is_dir():
             names.append(entry.name)
         else:
-            if entry.is_symlink():
-                _check_link(Path(entry.path))
             ignored.append(Path(entry.path).relative_to(top).as_posix())
     return names
 
@@ -185,7 +185,7 @@ def scan_folder(path: str | Path) -> FolderScan:
         sources = {s: root / s for s in SPLIT_NAMES if s in top}
     else:
         layout, sources = "classes", {"all": root}
-    class_dirs = {s: _subfolders(d, root, ignored) for s, d in sources.items()}
+    class_dirs = {s: top if s == "all" else _subfolders(d, root, ignored) for s, d in sources.items()}
     main = "train" if layout == "splits" else "all"
     classes = tuple(class_dirs[main])
     if not classes:
