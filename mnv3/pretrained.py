@@ -35,7 +35,8 @@ __all__ = ["InitError", "TORCHVISION_WEIGHTS", "read_source", "fit_state_dict", 
            "features_lr_groups", "start_from"]  # fmt: skip
 
 # torchvision's ImageNet weights, per architecture (width 1.0 only: the widths torchvision publishes).
-TORCHVISION_WEIGHTS = {"small": "MobileNet_V3_Small_Weights.IMAGENET1K_V1", "large": "MobileNet_V3_Large_Weights.IMAGENET1K_V1"}
+TORCHVISION_WEIGHTS = {"mobilenet_v3_small": "MobileNet_V3_Small_Weights.IMAGENET1K_V1",
+                       "mobilenet_v3_large": "MobileNet_V3_Large_Weights.IMAGENET1K_V1"}  # by spec name
 SOURCES = "a run folder, a .safetensors file, a torchvision MobileNetV3 state dict (.pth) or torchvision"
 
 
@@ -50,7 +51,7 @@ def _torchvision_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], str]:
     config = getattr(model, "config", {})
     arch, width = config.get("spec", {}).get("name"), config.get("width_mult")
     if arch not in TORCHVISION_WEIGHTS or width != 1.0:
-        raise InitError(f"--init torchvision: torchvision publishes ImageNet weights for small and large at width 1.0, "
+        raise InitError(f"--init torchvision: torchvision publishes ImageNet weights for {' and '.join(TORCHVISION_WEIGHTS)} at width 1.0, "
                         f"not for {arch} at width {width}; train that model from scratch or --init from a run of it")
     weights = torchvision.models.get_weight(TORCHVISION_WEIGHTS[arch])
     target = Path(get_dir()) / "checkpoints" / Path(weights.url).name
@@ -128,10 +129,10 @@ def fit_state_dict(model: nn.Module, state: dict[str, torch.Tensor], *, source: 
     both shapes for any other mismatch, and the missing or extra layers when the keys differ.
     """
     own = model.state_dict()
-    missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    missing, extra = [k for k in own if k not in state], [k for k in state if k not in own]  # in layer order
     if missing or extra:
-        detail = "; ".join(part for part in (f"missing {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}" if missing else "",
-                                                 f"extra {', '.join(extra[:4])}{' ...' if len(extra) > 4 else ''}" if extra else "") if part)  # fmt: skip
+        listed = lambda what, keys: f"{what} {len(keys)}: {', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''}" if keys else ""  # noqa: E731
+        detail = "; ".join(part for part in (listed("missing", missing), listed("extra", extra)) if part)
         raise InitError(f"--init {source}: its layers are not this model's ({detail}); it is not a MobileNetV3 in torchvision's "
                         "layout, or of another architecture")
     stem, head = _first(model, nn.Conv2d) + ".weight", _last(model, nn.Linear)
