@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from .data import DataUnavailableError, DatasetInfo, dataset_info, load_split
+from .environment import available_memory
 from .files import write_json_atomic
 
 __all__ = [
@@ -458,7 +459,8 @@ class MappedImages:
 def resident_budget(device: str | torch.device) -> int:
     """Bytes of images a split may take on ``device`` before it streams from the cache instead:
     ``$MNV3_RESIDENT_BYTES`` when set, else half the device's free memory (CUDA) or half the
-    available memory (the CPU, from /proc/meminfo's MemAvailable, or sysconf)."""
+    available memory (the CPU: :func:`mnv3.environment.available_memory`, a memory cgroup's limit
+    included, or sysconf)."""
     device = torch.device(device)
     if os.environ.get(RESIDENT_ENV):
         try:
@@ -467,13 +469,8 @@ def resident_budget(device: str | torch.device) -> int:
             raise ImageFolderError(f"{RESIDENT_ENV}={os.environ[RESIDENT_ENV]!r} is not a whole number of bytes") from None
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0] // 2
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024 // 2
-    except (OSError, ValueError):
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    available = available_memory()
+    return (available if available is not None else os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")) // 2
 
 
 # ----------------------------------------------------------------------------- the dataset
