@@ -482,8 +482,8 @@ class FolderDataset:
     ``folder`` part of config.json's dataset_info block) and its splits (:meth:`split`)."""
 
     def __init__(self, images: torch.Tensor, meta: dict[str, Any], *, path: Path, cache_dir: Path, val_fraction: float,
-                 info: DatasetInfo | None = None, ignored: int = 0) -> None:  # fmt: skip
-        self.images, self.meta = images, meta
+                 info: DatasetInfo | None = None, ignored: int = 0, log: Callable[[str], None] | None = None) -> None:  # fmt: skip
+        self.images, self.meta, self.say = images, meta, log or (lambda _m: None)
         self.labels = torch.tensor([f[1] for f in meta["files"]], dtype=torch.long)
         classes = tuple(meta["classes"])
         self.rows = split_rows(self.labels, [f[2] for f in meta["files"]], len(classes), val_fraction)
@@ -501,31 +501,31 @@ class FolderDataset:
             "skipped": [rel for rel, _ in meta["skipped"]], "ignored_files": ignored,
         }  # fmt: skip
 
-    def _place(self, parts: Sequence[torch.Tensor], device: torch.device, say: Callable[[str], None]) -> list[Any]:
+    def _place(self, parts: Sequence[torch.Tensor], device: torch.device) -> list[Any]:
         """Each row set's images on ``device`` when together they fit :func:`resident_budget`, else
         :class:`MappedImages` streaming from the cache."""
         per_image = int(np.prod(self.images.shape[1:]))
         need, budget = sum(len(p) for p in parts) * per_image, resident_budget(device)
         if need <= budget:
             return [self.images[p.sort().values][p.argsort().argsort()].to(device) for p in parts]
-        say(f"{need / 2**30:.2f} GiB of images > {budget / 2**30:.2f} GiB ({RESIDENT_ENV} or half the free memory): "
+        self.say(f"{need / 2**30:.2f} GiB of images > {budget / 2**30:.2f} GiB ({RESIDENT_ENV} or half the free memory): "
             "batches stream from the memory-mapped cache")  # fmt: skip
         return [MappedImages(self.images, p, device) for p in parts]
 
-    def split(self, name: str, device: str | torch.device = "cpu", say: Callable[[str], None] = lambda _m: None):
+    def split(self, name: str, device: str | torch.device = "cpu"):
         """``(images, labels)`` of split ``name`` ("train", "val" or "test") on ``device``: images uint8
         [N, C, S, S] (a tensor, or :class:`MappedImages` when too big), labels int64 [N]."""
         if name not in self.rows:
             raise ValueError(f"unknown split {name!r}; an image folder has {', '.join(SPLIT_NAMES)}")
         rows = self.rows[name]
-        return self._place([rows], torch.device(device), say)[0], self.labels[rows].to(device)
+        return self._place([rows], torch.device(device))[0], self.labels[rows].to(device)
 
-    def training_splits(self, max_train_samples: int, device: str | torch.device, say: Callable[[str], None] = lambda _m: None):
+    def training_splits(self, max_train_samples: int, device: str | torch.device):
         """``((train_x, train_y), (val_x, val_y))`` for training: the first ``max_train_samples``
         training images (0 = all) and the validation split, on ``device`` or streamed."""
         train = self.rows["train"][:max_train_samples] if max_train_samples else self.rows["train"]
         device = torch.device(device)
-        train_x, val_x = self._place([train, self.rows["val"]], device, say)
+        train_x, val_x = self._place([train, self.rows["val"]], device)
         return (train_x, self.labels[train].to(device)), (val_x, self.labels[self.rows["val"]].to(device))
 
 
@@ -562,7 +562,7 @@ def open_folder_dataset(name: str, *, image_size: int = 0, val_fraction: float =
     if meta["skipped"]:
         say(f"skipped {len(meta['skipped'])} files that do not decode (--skip-bad-images): "
             + "; ".join(f"{rel} ({why})" for rel, why in meta["skipped"]))
-    dataset = FolderDataset(images, meta, path=path, cache_dir=cache_dir, val_fraction=val_fraction, ignored=len(scan.ignored))
+    dataset = FolderDataset(images, meta, path=path, cache_dir=cache_dir, val_fraction=val_fraction, ignored=len(scan.ignored), log=log)
     info, splits = dataset.info, dataset.details["splits"]
     say(f"{name}: {len(meta['files']):,} images, {info.num_classes} classes, {'gray' if info.in_channels == 1 else 'RGB'} "
         f"{info.image_size}x{info.image_size}; train {splits['train']:,}, val {splits['val']:,}, test {splits['test']:,} ({cache_dir})")

@@ -332,13 +332,12 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
                 raise CheckpointError(f"{run_dir / 'last.pt'}: nothing to resume. Start the run without --resume.")
 
         # --- data: the whole split lives on the training device as uint8; batches are slices of it
-        say = print if is_main else (lambda _m: None)
         folder = open_folder_dataset(exp.dataset, image_size=exp.image_size, val_fraction=exp.val_fraction, skip_bad=exp.skip_bad_images,
-                                     root=args.data_root, log=say) if is_folder_dataset(exp.dataset) else None  # your own images
+                                     root=args.data_root, log=print if is_main else None) if is_folder_dataset(exp.dataset) else None  # your images
         info = folder.info if folder else dataset_info(exp.dataset)
         image_size = exp.image_size or info.image_size
         if folder:  # its split on the device, or streamed from its memory-mapped cache when too big
-            (train_x, train_y), (val_x, val_y) = folder.training_splits(exp.max_train_samples, device, say)
+            (train_x, train_y), (val_x, val_y) = folder.training_splits(exp.max_train_samples, device)
         else:
             ensure_splits(exp.dataset, root=args.data_root, mirror=args.data_mirror)  # a broken test split fails now, not after training
             images, labels = load_split(exp.dataset, "train", root=args.data_root, mirror=args.data_mirror)
@@ -359,7 +358,7 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
             dropout=exp.dropout,
             drop_first_strides=exp.drop_first_strides,
         )
-        start_from(model, exp.init, exp.freeze_features, resume=args.resume, log=say)  # --init, --freeze-features (mnv3.pretrained)
+        start_from(model, exp.init, exp.freeze_features, resume=args.resume, log=print if is_main else None)  # --init, --freeze-features
         model_config = model.config
         model = prepare_for_training(model, exp, device)
         optimizer = make_optimizer(model, exp)
@@ -386,7 +385,8 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
 
         # --- resume or start. What decides the weights besides the fields is stored and must match:
         # the seed, the number of processes and, on the CPU, the thread count.
-        launch = {"seed": args.seed, "world_size": world_size, "threads": threads if device.type == "cpu" else None}
+        launch = {"seed": args.seed, "world_size": world_size, "threads": threads if device.type == "cpu" else None,
+                  **({"image_folder_fingerprint": folder.details["fingerprint"]} if folder else {})}  # images added or edited: refused
         history: list[dict[str, Any]] = []
         start_epoch, start_step, best_val, best_epoch = 0, 0, -1.0, 0
         partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
