@@ -28,6 +28,28 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture
+def interrupt_training_after(monkeypatch):
+    """``interrupt_training_after(steps)`` delivers a real SIGINT (Ctrl-C) once ``steps`` training
+    steps have run (through ``mnv3.train.compute_loss``); ``monkeypatch.undo()`` disarms it."""
+    import signal
+
+    from mnv3 import train as train_module
+
+    def arm(steps: int) -> None:
+        calls, original = {"n": 0}, train_module.compute_loss
+
+        def loss_then_interrupt(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == steps:
+                os.kill(os.getpid(), signal.SIGINT)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(train_module, "compute_loss", loss_then_interrupt)
+
+    return arm
+
+
 @pytest.fixture(scope="session")
 def data_mirror() -> Path:
     path = mirror_path()

@@ -297,24 +297,12 @@ def test_the_train_command_names_a_bad_folder_in_one_line(tmp_path, capsys):
     assert exit_.value.code == 2 and len(err.splitlines()) == 1 and str(tmp_path / "absent") in err
 
 
-def test_resume_refuses_a_folder_whose_images_changed(tmp_path, monkeypatch, capsys):
-    import signal
-
-    from mnv3 import train as train_module
-
+def test_resume_refuses_a_folder_whose_images_changed(tmp_path, monkeypatch, capsys, interrupt_training_after):
     root = make_folder(tmp_path / "f", {"a": 16, "b": 16})
-    original, calls = train_module.compute_loss, {"n": 0}
-
-    def interrupt_at_step_2(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            os.kill(os.getpid(), signal.SIGINT)
-        return original(*a, **k)
-
-    monkeypatch.setattr(train_module, "compute_loss", interrupt_at_step_2)
+    interrupt_training_after(2)
     with pytest.raises(SystemExit):
         _train(tmp_path, root, "cut")
-    monkeypatch.setattr(train_module, "compute_loss", original)
+    monkeypatch.undo()
     png(root / "b" / "late.png", seed=42)  # the folder changes while the run is stopped
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_:

@@ -3,7 +3,6 @@ other mismatch is refused with both shapes; --freeze-features, --features-lr-mul
 from __future__ import annotations
 
 import os
-import signal
 import urllib.error
 from pathlib import Path
 
@@ -154,8 +153,7 @@ FAST = ["--experiment", "mnist_small", "--dataset", "synthetic", "--max-train-sa
         "--epochs", "2", "--threads", "1"]  # fmt: skip
 
 
-def test_resume_stays_exact_with_init_freeze_and_features_lr(tmp_path, monkeypatch, capsys):
-    from mnv3 import train as train_module
+def test_resume_stays_exact_with_init_freeze_and_features_lr(tmp_path, monkeypatch, capsys, interrupt_training_after):
     from mnv3.train import main
 
     source = main([*FAST, "--name", "source", "--out", str(tmp_path), "--data-root", str(tmp_path / "data"), "--epochs", "1"])
@@ -163,19 +161,10 @@ def test_resume_stays_exact_with_init_freeze_and_features_lr(tmp_path, monkeypat
             "--freeze-features", "--weight-decay", "0"]  # fmt: skip
     whole = main([*args, "--name", "whole"])
     assert "--init: weights from the run" in capsys.readouterr().out
-    calls = {"n": 0}
-    original = train_module.compute_loss
-
-    def interrupt_at_step_5(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            os.kill(os.getpid(), signal.SIGINT)
-        return original(*a, **k)
-
-    monkeypatch.setattr(train_module, "compute_loss", interrupt_at_step_5)
+    interrupt_training_after(5)
     with pytest.raises(SystemExit):
         main([*args, "--name", "cut"])
-    monkeypatch.setattr(train_module, "compute_loss", original)
+    monkeypatch.undo()
     os.rename(source, tmp_path / "source-moved")  # a resumed run never needs its --init source again
     cut = main([*args, "--name", "cut", "--resume"])
     a, b = load_checkpoint(whole / "last.pt")["model"], load_checkpoint(cut / "last.pt")["model"]
