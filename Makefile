@@ -106,10 +106,12 @@ $(RUNS_DIR)/%/export/parity.json: $(RUNS_DIR)/%/test.json | setup
 
 # The Android app's assets (android-demo/app/src/main/assets/{mnist,cifar10}/, git-ignored): the
 # fp32 model.pte of mnist_small and cifar10_small_s1 (copied from their exports), model.json, test
-# images and golden.json.
-android-assets: ## copy the fp32 .pte, model.json, test images and golden predictions into the Android app
+# images and golden.json. CUSTOM_RUN=RUN_DIR adds a third model, any run (your own images:
+# --dataset folder:PATH), in assets/custom/, which the app shows as a third button.
+CUSTOM_RUN ?=
+android-assets: ## copy the fp32 .pte, model.json, test images and golden predictions into the Android app (CUSTOM_RUN=RUN: a third model)
 android-assets: $(foreach r,$(ANDROID_RUNS),$(r)/export/parity.json)
-	$(PY) -m mnv3.export android-assets --mnist $(RUNS_DIR)/mnist_small --cifar $(RUNS_DIR)/cifar10_small_s1 --data-root $(DATA_ROOT) $(MIRROR_ARG)
+	$(PY) -m mnv3.export android-assets --mnist $(RUNS_DIR)/mnist_small --cifar $(RUNS_DIR)/cifar10_small_s1$(if $(CUSTOM_RUN), --custom $(CUSTOM_RUN)) --data-root $(DATA_ROOT) $(MIRROR_ARG)
 
 # Benchmarks (python -m mnv3.bench --help): CPU latency against torchvision and the mobile runtimes,
 # training throughput and the width frontier -> reports/bench/*.json (07_benchmarks in make reports).

@@ -12,6 +12,7 @@ timm and Hugging Face use for committed weights; a legacy ``final.pt`` is still 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import zipfile
@@ -20,6 +21,7 @@ from typing import Any
 
 import torch
 
+from .experiments import Experiment
 from .files import save_torch_atomic, write_bytes_atomic, write_json_atomic
 from .model import MobileNetV3, model_from_config
 from .runs import load_record, run_state
@@ -237,7 +239,9 @@ def check_resume(state: dict[str, Any], path: Path, fields: dict[str, Any], laun
     """Refuse to resume from ``state`` (read from ``path``) when it was written for another model
     or with other experiment fields or launch settings; CheckpointError names each difference."""
     check_model_config(state["model_config"], model_config, where=str(path), expected_from="this launch's experiment")
-    changed = _differences(state.get("experiment", {}), fields)
+    # A field added to Experiment after the checkpoint was written had its default value then.
+    defaults = {f.name: f.default for f in dataclasses.fields(Experiment)}
+    changed = _differences({**defaults, **state.get("experiment", {})}, fields)
     if "launch" in state:  # checkpoints from before the launch was stored cannot be checked
         changed += _differences(state["launch"], launch)
     if changed:

@@ -134,22 +134,32 @@ def canonical_dataset_name(name: str) -> str:
     """The key of :data:`DATASETS` for ``name`` or one of its aliases (``"FashionMNIST"`` ->
     ``"fashion_mnist"``, ``"CIFAR10"`` -> ``"cifar10"``).
 
+    ``folder:PATH`` (your own images, :mod:`mnv3.imagefolder`) is kept, its path normalised.
     Raises ValueError for an unknown name, listing the canonical names.
     """
+    if isinstance(name, str) and name.startswith("folder:"):
+        if not name[len("folder:"):].strip():
+            raise ValueError("--dataset folder: needs the folder's path, e.g. folder:photos")
+        return "folder:" + os.path.normpath(name[len("folder:"):])
     canonical = _ALIASES.get(_alias_key(name)) if isinstance(name, str) else None
     if canonical is None:
         valid = ", ".join(sorted(DATASETS))
         raise ValueError(f"unknown dataset {name!r}; valid names: {valid} "
-                         "(torchvision's class names such as FashionMNIST or CIFAR10 also work)")
+                         "(torchvision's class names such as FashionMNIST or CIFAR10 also work), or folder:PATH for your own images")
     return canonical
 
 
 def dataset_info(name: str) -> DatasetInfo:
     """Look up a dataset by name or alias (see :func:`canonical_dataset_name`).
 
-    Raises ValueError for an unknown name, listing the valid ones.
+    Raises ValueError for an unknown name, listing the valid ones, and for ``folder:PATH``, whose
+    description comes from its images (:func:`mnv3.imagefolder.open_folder_dataset`) or from a run's
+    record (:func:`mnv3.imagefolder.run_dataset_info`).
     """
-    return DATASETS[canonical_dataset_name(name)]
+    canonical = canonical_dataset_name(name)
+    if canonical.startswith("folder:"):
+        raise ValueError(f"{name}: an image folder is described by its images: use mnv3.imagefolder (open_folder_dataset, run_dataset_info)")
+    return DATASETS[canonical]
 
 
 class DataUnavailableError(RuntimeError):

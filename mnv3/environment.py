@@ -65,6 +65,33 @@ def memory_gb() -> float | None:
     return None
 
 
+def available_memory() -> int | None:
+    """Bytes this process can still take: /proc/meminfo's MemAvailable, capped by what its memory
+    cgroup (v2 ``memory.max`` or v1 ``memory.limit_in_bytes``, less current usage) allows, as in a
+    container whose /proc/meminfo shows the host's memory. None where neither is known."""
+    found = []
+    try:
+        found += [int(line.split()[1]) * 1024 for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemAvailable:")]
+        cgroups = Path("/proc/self/cgroup").read_text().splitlines()
+    except (OSError, ValueError):
+        cgroups = []
+    for line in cgroups:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            base, files = Path("/sys/fs/cgroup") / path.lstrip("/"), ("memory.max", "memory.current")
+        elif "memory" in controllers.split(","):
+            base, files = Path("/sys/fs/cgroup/memory") / path.lstrip("/"), ("memory.limit_in_bytes", "memory.usage_in_bytes")
+        else:
+            continue
+        try:
+            limit, usage = ((base / name).read_text().strip() for name in files)
+            if limit.isdigit() and int(limit) < 2**60:  # "max", or v1's near-2^63 "unlimited"
+                found.append(max(0, int(limit) - int(usage)))
+        except (OSError, ValueError):
+            pass
+    return min(found) if found else None
+
+
 def load_average() -> list[float] | None:
     """The 1-, 5- and 15-minute load averages, None where the OS has none. A load near or above
     the core count means other work shared the machine."""

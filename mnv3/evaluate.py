@@ -1,5 +1,6 @@
 """Evaluation: logits over a split, accuracy, and the classification metrics of the reports.
 
+    python -m mnv3.evaluate runs/quick/mnist_small     # test metrics; writes RUN/classification_report.{txt,json}
     python -m mnv3.evaluate flip-tta runs/sweep-<UTC time>/full/00-baseline --device cuda
 
 ``flip-tta`` evaluates a run's best checkpoint on its own validation split, without and with flip
@@ -18,8 +19,9 @@ import torch
 
 from .augment import prepare_batch
 from .checkpoint import CheckpointError, load_run
-from .data import DataUnavailableError, DatasetInfo, dataset_info, load_split, train_val_split
+from .data import DataUnavailableError, DatasetInfo, train_val_split
 from .files import write_json_atomic
+from .imagefolder import is_folder_dataset, load_run_split, run_dataset_info
 from .runs import FLIP_TTA_FILE, load_metrics
 
 __all__ = [
@@ -74,12 +76,14 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Load a run's model and return its logits, predictions, labels and accuracy on ``split``.
 
-    ``channels_last`` runs the model in that memory format (as training does): about twice as fast
-    on CPUs for these networks, with the same predictions up to float rounding.
+    The dataset is the run's (:func:`mnv3.imagefolder.run_dataset_info`, :func:`~mnv3.imagefolder.load_run_split`):
+    a built-in one under ``root``, or an image folder's cache. ``channels_last`` runs the model in
+    that memory format (as training does): about twice as fast on CPUs for these networks, with
+    the same predictions up to float rounding.
     """
     model, config = load_run(run_dir, which=which)
-    info = dataset_info(config["dataset"])
-    images, labels = load_split(info.name, split, root=root, mirror=mirror)
+    info = run_dataset_info(config)
+    images, labels = load_run_split(config, split, root=root, mirror=mirror)
     if max_samples is not None:
         images, labels = images[:max_samples], labels[:max_samples]
     forward: Callable[[torch.Tensor], torch.Tensor] = model
@@ -315,10 +319,15 @@ def flip_tta_on_validation(run_dir: str | Path, *, device: str | None = None, ro
     torch_device = resolve_device(device)
     model, config = load_run(run_dir, which="best")
     fields = config["fields"]
-    info = dataset_info(config["dataset"])
-    images, labels = load_split(info.name, "train", root=root, mirror=mirror)
-    _, val_idx = train_val_split(len(images), fields["val_fraction"], seed=config["split_seed"])
-    val_x, val_y = images[val_idx].to(torch_device), labels[val_idx].to(torch_device)
+    info = run_dataset_info(config)
+    if is_folder_dataset(config["dataset"]):  # an image folder keeps its own validation split
+        val_x, val_y = load_run_split(config, "val", root=root, mirror=mirror)
+        val_idx = range(len(val_y))
+    else:
+        images, labels = load_run_split(config, "train", root=root, mirror=mirror)
+        _, val_idx = train_val_split(len(images), fields["val_fraction"], seed=config["split_seed"])
+        val_x, val_y = images[val_idx], labels[val_idx]
+    val_x, val_y = val_x.to(torch_device), val_y.to(torch_device)
     model.to(torch_device)
     if fields["channels_last"]:
         model.to(memory_format=torch.channels_last)
@@ -341,25 +350,85 @@ def flip_tta_on_validation(run_dir: str | Path, *, device: str | None = None, ro
     return result
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m mnv3.evaluate", description=__doc__.split("\n\n")[0],
-                                     epilog="example: python -m mnv3.evaluate flip-tta runs/quick/cifar10_small_s1 --device cpu")  # fmt: skip
-    commands = parser.add_subparsers(dest="command", required=True)
-    tta = commands.add_parser("flip-tta", help="a run's best checkpoint on its validation split, without and with flip TTA "
-                                               "(writes RUN_DIR/flip_tta.json; the test set is not read)")  # fmt: skip
+def _flip_tta_main(argv: list[str]) -> int:
+    tta = argparse.ArgumentParser(prog="python -m mnv3.evaluate flip-tta",
+                                  description="A run's best checkpoint on its validation split, without and with flip TTA "
+                                              "(writes RUN_DIR/flip_tta.json; the test set is not read).",
+                                  epilog="example: python -m mnv3.evaluate flip-tta runs/quick/cifar10_small_s1 --device cpu")  # fmt: skip
     tta.add_argument("run_dir", help="a run folder with best.pt, e.g. runs/full/cifar10_small_s1")
     tta.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda:0 when CUDA works, else cpu)")
     tta.add_argument("--data-root", default="data", help="where the decoded datasets are cached (default data)")
     tta.add_argument("--data-mirror", default=None, metavar="DIR", help="offline dataset mirror (default: $MNV3_DATA_MIRROR)")
-    args = parser.parse_args(argv)
+    args = tta.parse_args(argv)
     try:
         result = flip_tta_on_validation(args.run_dir, device=args.device, root=args.data_root, mirror=args.data_mirror)
     except (CheckpointError, DataUnavailableError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        return 2
     print(f"{args.run_dir}: validation accuracy {100 * result['val_acc']:.2f}% without flip, {100 * result['val_acc_flip']:.2f}% "
           f"with flip TTA (best.pt, epoch {result['epoch']}) -> {Path(args.run_dir) / FLIP_TTA_FILE}")  # fmt: skip
+    return 0
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m mnv3.evaluate RUN_DIR``: print a run's metrics on its test split and write its
+    classification report (``RUN_DIR/classification_report.txt`` as scikit-learn prints it, and
+    ``.json`` with the metrics); ``python -m mnv3.evaluate flip-tta RUN_DIR``: see
+    :func:`flip_tta_on_validation`. Returns the exit status (2 for an unusable run or dataset)."""
+    import json
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["flip-tta"]:
+        return _flip_tta_main(argv[1:])
+
+    from .checkpoint import CheckpointError
+    from .data import DataUnavailableError
+    from .files import write_json_atomic, write_text_atomic
+
+    parser = argparse.ArgumentParser(
+        prog="python -m mnv3.evaluate",
+        description="Evaluate a trained run on its test split: accuracy, micro/macro/weighted precision, recall and F1, and "
+                    "scikit-learn's classification report, written beside the run (or to --out).",
+        epilog="examples:\n  python -m mnv3.evaluate runs/quick/mnist_small\n  python -m mnv3.evaluate runs/quick/photos --which last --json\n"
+               "  python -m mnv3.evaluate flip-tta runs/quick/cifar10_small_s1   # validation accuracy without and with flip TTA",
+        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (config.json with best.pt, or a published final.safetensors)")
+    parser.add_argument("--which", choices=("best", "last", "final"), default="best", help="checkpoint (default best)")
+    parser.add_argument("--split", default="test", help="test (default), train, or val (image folders)")
+    parser.add_argument("--data-root", default=None, metavar="DIR", help="dataset root and cache (default: the run's)")
+    parser.add_argument("--data-mirror", default=None, metavar="DIR", help="offline dataset mirror (default: $MNV3_DATA_MIRROR)")
+    parser.add_argument("--max-samples", type=int, default=0, metavar="N", help="only the first N images (default 0: all)")
+    parser.add_argument("--out", default=None, metavar="DIR", help="where classification_report.{txt,json} go (default RUN_DIR)")
+    parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    args = parser.parse_args(argv)
+    try:
+        result = evaluate_run(args.run_dir, split=args.split, which=args.which, root=args.data_root, mirror=args.data_mirror,
+                              max_samples=args.max_samples or None, channels_last=True)  # fmt: skip
+    except (CheckpointError, DataUnavailableError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    names = list(result["info"].classes)
+    metrics = classification_metrics(result["labels"], result["predictions"], names)
+    table = classification_report_table(classification_report_frame(result["labels"], result["predictions"], names)).to_string()
+    out = Path(args.out or args.run_dir)
+    record = {"run": str(args.run_dir), "which": args.which, "split": args.split, "dataset": result["info"].name, "classes": names, **metrics}
+    write_text_atomic(out / "classification_report.txt", table + "\n")
+    write_json_atomic(out / "classification_report.json", record)
+    if args.json:
+        print(json.dumps(record, indent=2))
+        return 0
+    print(f"{args.run_dir} ({result['info'].name}, {args.which} weights), {args.split} split: accuracy {100 * metrics['accuracy']:.2f}% "
+          f"on {metrics['samples']:,} images")
+    for average in ("micro", "macro", "weighted"):
+        m = metrics[average]
+        print(f"  {average:8s} precision {m['precision']:.4f}  recall {m['recall']:.4f}  F1 {m['f1']:.4f}")
+    print(table)
+    print(f"-> {out / 'classification_report.txt'}, {out / 'classification_report.json'}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

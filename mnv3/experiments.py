@@ -21,12 +21,21 @@ def _field(default, help: str):
 @dataclass(frozen=True)
 class Experiment:
     # what is trained
-    dataset: str = _field("mnist", "mnist, fashion_mnist, kmnist, cifar10, cifar100 or synthetic (tests); torchvision's names (FashionMNIST, CIFAR10) also work")
+    dataset: str = _field("mnist", "mnist, fashion_mnist, kmnist, cifar10, cifar100 or synthetic (tests); torchvision's names (FashionMNIST, CIFAR10) also work; "
+                          "folder:PATH for your own images, in torchvision's ImageFolder layout: PATH/<class>/<image> (split 80/10/10 per class, "
+                          "fixed seed; --val-fraction sets the validation share) or PATH/train/<class>/ with optional PATH/val/ and PATH/test/")
+    skip_bad_images: bool = _field(False, "folder datasets: skip files that do not decode (counted, listed in the log and config.json) instead of stopping")
     arch: str = _field("small", "small, large or the path to a spec JSON file")
     drop_first_strides: int = _field(0, "set the first N stride-2 layers (stem first) to 1; 2 = the original's CIFAR 'stride 1'")
     width_mult: float = _field(1.0, "the paper's width multiplier (channels rounded to multiples of 8)")
     dropout: float = _field(0.2, "dropout before the last layer")
-    image_size: int = _field(0, "input size; 0 = native (28/32), 224 = the original's bilinear upsampling")
+    image_size: int = _field(0, "input size in pixels; 0 = native (28/32), 224 = the original's bilinear upsampling. Folder datasets: each image is "
+                             "decoded once at this size by torchvision's Resize(N) then CenterCrop(N) (shorter side to N, bilinear, antialiased; "
+                             "then the centre NxN); 0 = the images' own size when all are one square size")
+    init: str = _field("", "start from weights (see mnv3.pretrained): a run folder, a .safetensors file, a torchvision MobileNetV3 state dict (.pth), "
+                       "or 'torchvision' (its ImageNet weights; offline, the error says where to put the file); '' = random. A head of "
+                       "another class count is re-initialised, a 3-channel stem summed for gray data (1 -> 3 replicated)")
+    freeze_features: bool = _field(False, "train the classifier alone: the features keep their (e.g. --init) weights and BatchNorm statistics")
     # how long, and on how much
     epochs: int = _field(10, "passes over the training split")
     batch_size: int = _field(128, "global batch size, split across DDP processes")
@@ -35,6 +44,7 @@ class Experiment:
     # optimisation: SGD with Nesterov momentum, linear warmup then cosine decay to zero, per step
     lr: float = _field(0.1, "peak learning rate (SGD, Nesterov momentum)")
     lr_reference_batch: int = _field(0, "if > 0, lr is the peak at this batch: scaled by sqrt(batch_size / this), with the warm-up as many steps as at this batch (mnv3.step.peak_lr), so batch size can change alone")
+    features_lr_mult: float = _field(1.0, "the features' learning rate is lr times this (e.g. 0.1 to fine-tune after --init); the classifier's is lr")
     momentum: float = _field(0.9, "SGD momentum")
     weight_decay: float = _field(5e-5, "L2 on conv and linear weights (never on BatchNorm or biases)")
     warmup_epochs: float = _field(1.0, "linear warmup before the cosine decay")
@@ -60,6 +70,7 @@ RANGES = {
     "weight_decay": (0.0, float("inf"), True), "label_smoothing": (0.0, 1.0, True), "ema_decay": (0.0, 1.0, True),
     "cutout": (0, float("inf"), True), "epochs": (1, float("inf"), True), "batch_size": (1, float("inf"), True),
     "warmup_epochs": (0.0, float("inf"), True), "bn_momentum": (0.0, 1.0, True), "max_train_samples": (0, float("inf"), True),
+    "features_lr_mult": (0.0, float("inf"), False), "image_size": (0, float("inf"), True), "val_fraction": (0.0, 1.0, True),
 }  # fmt: skip
 
 _BASE = {

@@ -37,12 +37,16 @@ def _relative(value: str) -> str:
 
 
 def relative_paths(config: dict) -> dict:
-    """``config`` with its machine paths (data_root, data_mirror, those in command) made relative
-    to the working folder, so a committed result does not carry one machine's folder layout."""
+    """``config`` with its machine paths (data_root, data_mirror, those in command, an image
+    folder's path) made relative to the working folder, so a committed result does not carry one
+    machine's folder layout."""
     config = dict(config)
     for key in PATH_FIELDS:
         if isinstance(config.get(key), str):
             config[key] = _relative(config[key])
+    folder = (config.get("dataset_info") or {}).get("folder")
+    if isinstance(folder, dict) and isinstance(folder.get("path"), str):  # --dataset folder:PATH
+        config["dataset_info"] = {**config["dataset_info"], "folder": {**folder, "path": _relative(folder["path"])}}
     if isinstance(config.get("command"), str):
         config["command"] = " ".join(_relative(word) if word.startswith("/") else word for word in config["command"].split(" "))
     return config

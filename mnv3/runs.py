@@ -160,10 +160,12 @@ METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc"
 
 def run_record(exp: Experiment, *, experiment: str, name: str, profile: str, seed: int, split_seed: int, image_size: int,
                model_config: dict[str, Any], train_samples: int, val_samples: int, world_size: int, device: str, threads: int,
-               data_root: str | Path, data_mirror: str | Path | None, command: str) -> dict[str, Any]:
+               data_root: str | Path, data_mirror: str | Path | None, command: str, dataset_info: dict[str, Any] | None = None) -> dict[str, Any]:
     """``config.json``: the experiment's fields and their overrides, the model config, seeds, split
     sizes, the device and machine (:func:`mnv3.environment.machine_record`), versions, the git
-    commit, the data paths and the command that (re)starts the run."""
+    commit, the data paths and the command that (re)starts the run; ``dataset_info`` is the
+    dataset's description (:func:`mnv3.imagefolder.dataset_record`: classes, channels, size,
+    mean, std, and an image folder's details), which export, evaluation and prediction read back."""
     import torch
 
     from . import __version__
@@ -172,7 +174,7 @@ def run_record(exp: Experiment, *, experiment: str, name: str, profile: str, see
     return {
         "experiment": experiment, "name": name, "profile": profile,
         "fields": dataclasses.asdict(exp), "overrides": overrides(experiment, profile, exp),
-        "dataset": exp.dataset, "image_size": image_size, "model": model_config,
+        "dataset": exp.dataset, **({"dataset_info": dataset_info} if dataset_info is not None else {}), "image_size": image_size, "model": model_config,
         "seed": seed, "split_seed": split_seed, "train_samples": train_samples, "val_samples": val_samples,
         "world_size": world_size, "device": device, "machine": machine_record(threads),
         "versions": {"mnv3": __version__, **versions(), "torch": torch.__version__, "torchvision": package_version("torchvision")},
@@ -335,7 +337,7 @@ def dataset_label(config: Mapping[str, Any], data_root: str | Path | None = None
     cache under ``data_root`` (read memory-mapped: milliseconds).
     """
     name = config.get("dataset", "?")
-    label = DATASET_NAMES.get(name, name)
+    label = DATASET_NAMES.get(name, (config.get("dataset_info") or {}).get("name", name))  # an image folder: folder:<its name>
     if name == "cifar10" and (config.get("data_mirror") or _cache_source(data_root, name).startswith("mirror")):
         label += " (JPEG mirror)"
     return label

@@ -29,7 +29,7 @@ from .experiments import Experiment
 
 __all__ = [
     "resolve_device", "step_seed", "lr_schedule", "compute_loss", "peak_lr", "warmup_steps", "prepare_for_training",
-    "make_optimizer", "train_step", "Trainer", "make_trainer", "epoch_batches", "EpochMetrics", "run_step",
+    "features_lr_groups", "make_optimizer", "train_step", "Trainer", "make_trainer", "epoch_batches", "EpochMetrics", "run_step",
 ]  # fmt: skip
 
 
@@ -127,9 +127,27 @@ def prepare_for_training(model: nn.Module, exp: Experiment, device: torch.device
     return model.train()
 
 
+def features_lr_groups(groups: list[dict[str, Any]], model: nn.Module, lr: float, mult: float) -> list[dict[str, Any]]:
+    """Optimizer parameter groups with ``model.features`` at ``lr * mult`` and the rest at ``lr``:
+    each group is split in two (the rest first, so the first group's rate is the headline one).
+    ``mult`` 1 returns ``groups`` unchanged; frozen parameters are left out."""
+    if mult == 1.0:
+        return groups
+    in_features = {id(p) for p in model.features.parameters()}
+    out = []
+    for part_is_features in (False, True):
+        for group in groups:
+            params = [p for p in group["params"] if (id(p) in in_features) == part_is_features and p.requires_grad]
+            if params:
+                out.append({**group, "params": params, "lr": lr * (mult if part_is_features else 1.0)})
+    return out
+
+
 def make_optimizer(model: nn.Module, exp: Experiment) -> torch.optim.SGD:
-    """SGD with Nesterov momentum at :func:`peak_lr`; weight decay on conv and linear weights only."""
-    return torch.optim.SGD(_param_groups(model, exp.weight_decay), lr=peak_lr(exp), momentum=exp.momentum, nesterov=True)
+    """SGD with Nesterov momentum at :func:`peak_lr`; weight decay on conv and linear weights only;
+    the features at ``exp.features_lr_mult`` times the rate (:func:`features_lr_groups`)."""
+    groups = features_lr_groups(_param_groups(model, exp.weight_decay), model, peak_lr(exp), exp.features_lr_mult)
+    return torch.optim.SGD(groups, lr=peak_lr(exp), momentum=exp.momentum, nesterov=True)
 
 
 def train_step(

@@ -34,6 +34,8 @@ from .checkpoint import CheckpointError, best_epoch_of, check_resume, evaluation
 from .data import DataUnavailableError, dataset_info, ensure_splits, load_split, train_val_split
 from .experiments import EXPERIMENTS, PROFILES, Experiment, get_experiment
 from .files import remove_stale_temporaries
+from .imagefolder import dataset_record, is_folder_dataset, open_folder_dataset
+from .pretrained import start_from
 from .model import build_model
 from .runs import RunLock, RunLockedError, load_record, overrides, run_name, run_record, write_metrics, write_record, write_test
 from .spec import SpecError
@@ -112,9 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     fields = parser.add_argument_group("experiment fields (override the profile's values)")
     for f in dataclasses.fields(Experiment):
         kind = {"int": int, "float": float, "bool": _parse_bool, "str": str}[str(f.type)]
-        fields.add_argument(
-            f"--{f.name.replace('_', '-')}", dest=f"field_{f.name}", type=kind, default=None, metavar=str(f.type).upper(), help=f.metadata["help"]
-        )
+        fields.add_argument(  # a bool field alone (--freeze-features) means true
+            f"--{f.name.replace('_', '-')}", dest=f"field_{f.name}", type=kind, default=None, metavar=str(f.type).upper(), help=f.metadata["help"],
+            **({"nargs": "?", "const": True} if kind is _parse_bool else {}))
     return parser
 
 
@@ -222,16 +224,21 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
                 raise CheckpointError(f"{run_dir / 'last.pt'}: nothing to resume. Start the run without --resume.")
 
         # --- data: the whole split lives on the training device as uint8; batches are slices of it
-        info = dataset_info(exp.dataset)
+        folder = open_folder_dataset(exp.dataset, image_size=exp.image_size, val_fraction=exp.val_fraction, skip_bad=exp.skip_bad_images,
+                                     root=args.data_root, log=print if is_main else None) if is_folder_dataset(exp.dataset) else None  # your images
+        info = folder.info if folder else dataset_info(exp.dataset)
         image_size = exp.image_size or info.image_size
-        ensure_splits(exp.dataset, root=args.data_root, mirror=args.data_mirror)  # a broken test split fails now, not after training
-        images, labels = load_split(exp.dataset, "train", root=args.data_root, mirror=args.data_mirror)
-        train_idx, val_idx = train_val_split(len(images), exp.val_fraction, seed=SPLIT_SEED)
-        if exp.max_train_samples:
-            train_idx = train_idx[: exp.max_train_samples]
-        train_x, train_y = images[train_idx].to(device), labels[train_idx].to(device)
-        val_x, val_y = images[val_idx].to(device), labels[val_idx].to(device)
-        del images, labels
+        if folder:  # its split on the device, or streamed from its memory-mapped cache when too big
+            (train_x, train_y), (val_x, val_y) = folder.training_splits(exp.max_train_samples, device)
+        else:
+            ensure_splits(exp.dataset, root=args.data_root, mirror=args.data_mirror)  # a broken test split fails now, not after training
+            images, labels = load_split(exp.dataset, "train", root=args.data_root, mirror=args.data_mirror)
+            train_idx, val_idx = train_val_split(len(images), exp.val_fraction, seed=SPLIT_SEED)
+            if exp.max_train_samples:
+                train_idx = train_idx[: exp.max_train_samples]
+            train_x, train_y = images[train_idx].to(device), labels[train_idx].to(device)
+            val_x, val_y = images[val_idx].to(device), labels[val_idx].to(device)
+            del images, labels
 
         # --- model and optimisation
         torch.manual_seed(args.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
@@ -243,6 +250,7 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
             dropout=exp.dropout,
             drop_first_strides=exp.drop_first_strides,
         )
+        start_from(model, exp.init, exp.freeze_features, resume=args.resume, log=print if is_main else None)  # --init, --freeze-features
         model_config = model.config
         steps_per_epoch = len(train_x) // world_size // local_batch
         if steps_per_epoch == 0:
@@ -254,7 +262,8 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
 
         # --- resume or start. What decides the weights besides the fields is stored and must match:
         # the seed, the number of processes and, on the CPU, the thread count.
-        launch = {"seed": args.seed, "world_size": world_size, "threads": threads if device.type == "cpu" else None}
+        launch = {"seed": args.seed, "world_size": world_size, "threads": threads if device.type == "cpu" else None,
+                  **({"image_folder_fingerprint": folder.details["fingerprint"]} if folder else {})}  # images added or edited: refused
         history: list[dict[str, Any]] = []
         start_epoch, start_step, best_val, best_epoch = 0, 0, -1.0, 0
         partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
@@ -285,7 +294,7 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
                 image_size=image_size, model_config=model_config, train_samples=len(train_x), val_samples=len(val_x),
                 world_size=world_size, device=device_label, threads=threads, data_root=args.data_root,
                 data_mirror=args.data_mirror or os.environ.get("MNV3_DATA_MIRROR"),
-                command=_launch_command(args, exp, world_size, resume=False),
+                command=_launch_command(args, exp, world_size, resume=False), dataset_info=dataset_record(info, folder and folder.details),
             ))  # fmt: skip
 
         def checkpoint(epoch: int, step_in_epoch: int) -> dict[str, Any]:
@@ -420,7 +429,7 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
                     "refusing to report another epoch's weights. Retrain the run."
                 )
             model.load_state_dict(evaluation_weights(best))
-            test_x, test_y = load_split(exp.dataset, "test", root=args.data_root, mirror=args.data_mirror)
+            test_x, test_y = folder.split("test", device) if folder else load_split(exp.dataset, "test", root=args.data_root, mirror=args.data_mirror)
             test_loss, test_acc = evaluate(model, test_x.to(device), test_y.to(device), info, image_size, 2 * local_batch, device,
                                            exp.channels_last, autocast, exp.tta_flip)  # fmt: skip
             result = {

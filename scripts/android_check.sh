@@ -12,7 +12,9 @@ Compiles every Kotlin source of the Android demo app, main and unit tests, with 
 against android.jar (API 23) and the ExecuTorch Java API, then runs the JVM unit tests (every
 src/test/.../*Test.kt) with JUnit 4. Resources are linked against the same android.jar by aapt,
 which writes the R class MainActivity uses. The instrumented tests (src/androidTest) need AndroidX
-Test and a device, and are not compiled.
+Test and a device, and are not compiled. The unit tests see the app's generated assets
+(src/main/assets, from `make android-assets`, a custom model included) through the system
+property mnv3.assets: AssetModelsTest checks each bundled model.json against its images and golden.json.
 
   --app DIR   the app module to check (holding build.gradle.kts and src/); default android-demo/app
 
@@ -186,6 +188,6 @@ mapfile -t TEST_CLASSES < <(cd "$BUILD/test" && find . -name '*Test.class' | sed
 [ ${#TEST_CLASSES[@]} -gt 0 ] || fail "no *Test classes compiled from $SRC/test"
 echo "android-check: running ${TEST_CLASSES[*]} with JUnit 4"
 # Android's real org.json comes before android.jar, whose org.json classes are stubs that throw.
-java -cp "$BUILD/test:$BUILD/main:$BUILD/r:$STDLIB_JAR:$JUNIT_JAR:$HAMCREST_JAR:$JSON_JAR:$ANDROID_JAR" \
+java -Dmnv3.assets="$SRC/main/assets" -cp "$BUILD/test:$BUILD/main:$BUILD/r:$STDLIB_JAR:$JUNIT_JAR:$HAMCREST_JAR:$JSON_JAR:$ANDROID_JAR" \
     org.junit.runner.JUnitCore "${TEST_CLASSES[@]}" || fail "JUnit tests failed (above)"
 echo "android-check: OK (aapt, kotlinc $KOTLIN_VERSION, android.jar API 23, react-native-executorch $EXECUTORCH_NPM_VERSION classes, JUnit 4)"

@@ -28,6 +28,28 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture
+def interrupt_training_after(monkeypatch):
+    """``interrupt_training_after(steps)`` delivers a real SIGINT (Ctrl-C) once ``steps`` training
+    steps have run (through ``mnv3.step.compute_loss``); ``monkeypatch.undo()`` disarms it."""
+    import signal
+
+    from mnv3 import step as train_module
+
+    def arm(steps: int) -> None:
+        calls, original = {"n": 0}, train_module.compute_loss
+
+        def loss_then_interrupt(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == steps:
+                os.kill(os.getpid(), signal.SIGINT)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(train_module, "compute_loss", loss_then_interrupt)
+
+    return arm
+
+
 @pytest.fixture(scope="session")
 def data_mirror() -> Path:
     path = mirror_path()
@@ -77,3 +99,58 @@ def exported_run(trained_run):
 
     needs_export_extras()
     return export_shared(trained_run)
+
+
+# Real images: scikit-learn's load_digits (1,797 scans of handwritten digits, 8x8, 17 grey levels;
+# the UCI "Optical Recognition of Handwritten Digits" test set), written out as PNG class folders.
+DIGITS_RUN_ARGS = ["--image-size", "28", "--epochs", "3", "--batch-size", "64", "--threads", "1"]
+
+
+@pytest.fixture(scope="session")
+def digits_folder(tmp_path_factory) -> Path:
+    """``digits/<0..9>/<index>.png``: load_digits' images as 8-bit gray PNGs (value * 255 / 16)."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    root = tmp_path_factory.mktemp("images") / "digits"
+    digits = load_digits()
+    for i, (image, target) in enumerate(zip(digits.images, digits.target)):
+        (root / str(target)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.round(image * 255 / 16).astype(np.uint8), "L").save(root / str(target) / f"{i:04d}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def digits_run(digits_folder, tmp_path_factory) -> Path:
+    """MobileNetV3-Small trained from scratch on the digits folder (3 epochs at 28x28, about 10 s)."""
+    from mnv3.train import main
+
+    root = tmp_path_factory.mktemp("digits-runs")
+    threads = torch.get_num_threads()
+    try:
+        return main(["--experiment", "mnist_small", "--dataset", f"folder:{digits_folder}", "--name", "digits", "--out", str(root),
+                     "--data-root", str(root / "data"), *DIGITS_RUN_ARGS])  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def digits_export(digits_run):
+    """The digits run exported (model.pte, with its parity report against eager)."""
+    from export_fixtures import needs_export_extras
+
+    needs_export_extras()
+    from mnv3.export import export_run
+
+    return export_run(digits_run, formats="pte", parity_samples=64, threads=1, log=None)
+
+
+@pytest.fixture(scope="session")
+def digits_assets(digits_run, digits_export, tmp_path_factory) -> Path:
+    """The app's assets folder with the digits run as its third model (assets/custom/)."""
+    from mnv3.export import make_android_assets
+
+    assets = tmp_path_factory.mktemp("app-assets")
+    make_android_assets(custom_run=digits_run, assets_dir=assets, n_images=10, log=None)
+    return assets

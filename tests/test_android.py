@@ -40,12 +40,18 @@ def broken_copy(tmp_path: Path, relative: str, old: str, new: str) -> Path:
     return app
 
 
-def test_app_compiles_and_its_unit_tests_pass():
-    proc = run_check()
+def test_app_compiles_and_its_unit_tests_pass_with_a_third_model(digits_assets, tmp_path):
+    # The app as `make android-assets CUSTOM_RUN=...` leaves it: a model of your own images (the
+    # digits run, gray 28x28, 10 classes) in assets/custom/, which AssetModelsTest reads.
+    app = tmp_path / "app"
+    shutil.copytree(APP, app, ignore=shutil.ignore_patterns("assets", "build"))
+    shutil.copytree(digits_assets / "custom", app / "src" / "main" / "assets" / "custom")
+    proc = run_check("--app", str(app))
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
+    assert "AssetModelsTest: custom (digits): 10 labels, input 1x1x28x28 gray, 10 images" in out
     tests = sorted(p.stem for p in (APP / "src" / "test").rglob("*Test.kt"))
-    assert {"ModelSpecTest", "PreprocessorTest", "ScoresTest"} <= set(tests)
+    assert {"ModelSpecTest", "PreprocessorTest", "ScoresTest", "AssetModelsTest"} <= set(tests)
     for name in tests:
         assert f"org.mnv3.demo.{name}" in out
     # JUnit's summary counts every @Test of the three classes.

@@ -605,6 +605,8 @@ def test_make_export_and_android_assets(tmp_path):
     assets = _make("android-assets", f"TRAIN_OUT={tmp_path}")
     assert f"-m mnv3.export {quick}/mnist_small" in assets  # its export first
     assert f"-m mnv3.export android-assets --mnist {quick}/mnist_small --cifar {quick}/cifar10_small_s1 --data-root data" in assets
+    custom = _make("android-assets", f"TRAIN_OUT={tmp_path}", "CUSTOM_RUN=runs/quick/photos")  # an optional third model
+    assert f"--cifar {quick}/cifar10_small_s1 --custom runs/quick/photos --data-root data" in custom
     # all: data, train, reports (exporting the four quick runs takes longer than all of that budget)
     text = (REPO / "Makefile").read_text()
     recipe = re.split(r"\nall:[^\n]*\n", text, maxsplit=1)[1].split("\n\n", 1)[0]  # the line may carry its `## help`

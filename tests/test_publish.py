@@ -31,11 +31,13 @@ def test_published_config_carries_no_machine_path(trained_run, tmp_path, monkeyp
     shutil.copytree(trained_run, run)
     config = json.loads((run / "config.json").read_text())
     config.update(data_root=str(tmp_path / "data"), data_mirror="/srv/mirror", command=f"python -m mnv3.train --out {tmp_path}/runs")
+    config["dataset_info"] = {**config["dataset_info"], "folder": {"path": str(tmp_path / "photos")}}  # an image folder's run
     (run / "config.json").write_text(json.dumps(config))
     monkeypatch.chdir(tmp_path)
     published = json.loads((publish_run(run, tmp_path / "out") / "config.json").read_text())
     assert published["data_root"] == "data" and not published["data_mirror"].startswith("/")
     assert published["command"] == "python -m mnv3.train --out runs"
+    assert published["dataset_info"]["folder"]["path"] == "photos" and published["dataset_info"]["classes"] == config["dataset_info"]["classes"]
 
 
 def test_unfinished_run_is_published_without_weights_when_asked(trained_run, tmp_path):

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -68,23 +67,9 @@ def test_other_seed_differs(reference, tmp_path):
     assert metrics(other)[0]["train_loss"] != metrics(reference)[0]["train_loss"]
 
 
-def _interrupt_after(monkeypatch, steps: int) -> None:
-    """Deliver a real SIGINT (Ctrl-C) once ``steps`` training steps have run."""
-    calls = {"n": 0}
-    original = step_module.compute_loss
-
-    def loss_then_interrupt(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == steps:
-            os.kill(os.getpid(), signal.SIGINT)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(step_module, "compute_loss", loss_then_interrupt)
-
-
 @pytest.mark.parametrize("stop_at_step", [3, 6])  # mid-epoch 1, and its last step (384 / 64 = 6 steps an epoch)
-def test_ctrl_c_then_resume_equals_uninterrupted(reference, tmp_path, monkeypatch, capsys, stop_at_step):
-    _interrupt_after(monkeypatch, stop_at_step)
+def test_ctrl_c_then_resume_equals_uninterrupted(reference, tmp_path, monkeypatch, capsys, stop_at_step, interrupt_training_after):
+    interrupt_training_after(stop_at_step)
     with pytest.raises(SystemExit) as stopped:
         run(tmp_path)
     assert stopped.value.code == 130

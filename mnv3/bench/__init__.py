@@ -38,8 +38,9 @@ One job per module: ``config`` (suites, contenders, targets, :class:`BenchConfig
 environment record), ``inference``, ``training`` and ``frontier`` (the suites), ``runner`` (the
 whole run), ``cli`` (``python -m mnv3.bench``), ``formatting`` (rounded JSON values, console
 tables, interval notes), ``profiling`` (op-by-op differences when eager is slower), ``results``
-and ``plots`` (notebook 07), and ``gpu`` (``python -m mnv3.bench.gpu``, GPU training
-throughput). The clock and its statistics are :mod:`mnv3.timing`'s, the machine's facts
+and ``plots`` (notebook 07), ``gpu`` (``python -m mnv3.bench.gpu``, GPU training
+throughput) and ``imagefolder`` (``python -m mnv3.bench.imagefolder``: training on an image folder
+through our cache against torchvision's ImageFolder and DataLoader). The clock and its statistics are :mod:`mnv3.timing`'s, the machine's facts
 :mod:`mnv3.environment`'s.
 """
 from __future__ import annotations

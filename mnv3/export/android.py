@@ -1,5 +1,6 @@
 """The Android app's assets: per dataset the fp32 model.pte, model.json, test images as PNGs and
-golden.json (the .pte's logits on them), swapped into place atomically."""
+golden.json (the .pte's logits on them), swapped into place atomically. Two slots are the report's
+(``mnist/``, ``cifar10/``); a third, ``custom/``, takes any run, an image folder's too."""
 from __future__ import annotations
 
 import json
@@ -12,7 +13,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..data import load_split
+from ..imagefolder import load_run_split
 from ..files import write_bytes_atomic, write_json_atomic
 from .deps import ExportError, _executorch
 from .formats import FILE_NAMES
@@ -22,6 +23,7 @@ from .runners import PteRunner
 from .wrapper import _resolve_data, load_wrapped_run
 
 DEFAULT_ASSETS_DIR = Path("android-demo/app/src/main/assets")
+CUSTOM_SLOT = "custom"  # the app's third button reads assets/custom/
 
 
 def _pick_images(labels: torch.Tensor, n: int, num_classes: int) -> list[int]:
@@ -76,18 +78,19 @@ def _reusable_export(run_dir: Path, source: dict[str, Any], shape: list[int], sa
 
 
 def _android_dataset(
-    run_dir: Path, staging: Path, n_images: int, *, expect_channels: int, slot: str, data_root, data_mirror, say
+    run_dir: Path, staging: Path, n_images: int, *, expect_channels: int | None, slot: str, data_root, data_mirror, say
 ) -> Path:
-    """Write one dataset's assets into ``staging/<dataset>/`` (a fresh folder); returns it."""
+    """Write one dataset's assets into ``staging/<dataset>/`` (``staging/custom/`` for the custom
+    slot, which takes any channels), a fresh folder; returns it."""
     wrapper, config, info = load_wrapped_run(run_dir)
-    if info.in_channels != expect_channels:
+    if expect_channels is not None and info.in_channels != expect_channels:
         raise ExportError(
             f"{run_dir}: the {slot} slot needs a {'gray' if expect_channels == 1 else 'RGB'} dataset, "
             f"but this run was trained on {info.name} ({info.in_channels} channel(s))"
         )
     shape = list(wrapper.input_shape(1))
     source = _source_run(run_dir, config)
-    dest = staging / info.name
+    dest = staging / (CUSTOM_SLOT if slot == CUSTOM_SLOT else info.name)
     (dest / "images").mkdir(parents=True)
 
     reuse = _reusable_export(run_dir, source, shape, say)
@@ -104,7 +107,7 @@ def _android_dataset(
     write_json_atomic(dest / "model.json", manifest)
 
     root, mirror = _resolve_data(config, data_root, data_mirror)
-    images, labels = load_split(info.name, "test", root=root, mirror=mirror)
+    images, labels = load_run_split(config, "test", root=root, mirror=mirror)
     runner = PteRunner(dest / FILE_NAMES["pte"])
     order = manifest["input"]["channel_order"]
     entries = []
@@ -162,8 +165,11 @@ def make_android_assets(
     data_root: str | Path | None = None,
     data_mirror: str | Path | None = None,
     log: Callable[[str], None] | None = print,
+    custom_run: str | Path | None = None,
 ) -> dict[str, Path]:
-    """Fill ``<assets_dir>/<dataset>/`` for the Android app, for each run given.
+    """Fill ``<assets_dir>/<dataset>/`` for the Android app, for each run given: ``mnist_run`` (gray)
+    and ``cifar_run`` (RGB) in their dataset's folder, ``custom_run`` (any run, e.g. of your own
+    images) in ``<assets_dir>/custom/``, which the app's third button shows.
 
     Writes the fp32 ``model.pte`` (copied from ``RUN/export/`` when that export is of the same
     checkpoint and its bytes match the sha256 in its model.json, else exported afresh),
@@ -178,8 +184,8 @@ def make_android_assets(
     folder is left exactly as it was. Returns {dataset: folder}.
     """
     say = log or (lambda _msg: None)
-    if mnist_run is None and cifar_run is None:
-        raise ExportError("give at least one run folder (the MNIST-family run and/or the CIFAR run)")
+    if mnist_run is None and cifar_run is None and custom_run is None:
+        raise ExportError("give at least one run folder (the MNIST-family run, the CIFAR run and/or a custom run)")
     if n_images < 1:
         raise ExportError(f"n_images must be at least 1, got {n_images}")
     assets_dir = Path(assets_dir)
@@ -188,7 +194,7 @@ def make_android_assets(
     staging = Path(tempfile.mkdtemp(dir=assets_dir.parent, prefix=f".{assets_dir.name}.staging-"))
     try:
         staged = []
-        for slot, run, channels in (("mnist", mnist_run, 1), ("cifar", cifar_run, 3)):
+        for slot, run, channels in (("mnist", mnist_run, 1), ("cifar", cifar_run, 3), (CUSTOM_SLOT, custom_run, None)):
             if run is None:
                 continue
             staged.append(_android_dataset(

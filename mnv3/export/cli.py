@@ -69,6 +69,7 @@ RUN_EXAMPLES = (
     "  python -m mnv3.export RUN --formats pte --skip-parity --out /tmp/export\n"
 )
 ASSETS_EXAMPLE = "python -m mnv3.export android-assets --mnist runs/quick/mnist_small --cifar runs/quick/cifar10_small_s1"
+CUSTOM_EXAMPLE = "python -m mnv3.export android-assets --custom runs/quick/photos     # your own model: the app's third button"
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -110,6 +111,9 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_assets_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mnist", metavar="RUN", default=None, help="run folder of an MNIST-family (gray) model")
     parser.add_argument("--cifar", metavar="RUN", default=None, help="run folder of a CIFAR (RGB) model")
+    parser.add_argument("--custom", metavar="RUN", default=None,
+                        help="run folder of any model, e.g. trained on your own images (--dataset folder:PATH): assets/custom/, "
+                             "the app's third button, labelled and preprocessed from its model.json")  # fmt: skip
     parser.add_argument("--assets-dir", metavar="DIR", default=str(DEFAULT_ASSETS_DIR), help=f"default {DEFAULT_ASSETS_DIR}")
     parser.add_argument("--images", type=_positive_int, default=20, metavar="N", help="test images per dataset (default 20)")
     parser.add_argument("--data-root", default=None, metavar="DIR", help="dataset root (default: the run's, else data)")
@@ -123,7 +127,7 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
         prog="python -m mnv3.export",
         usage=(
             "python -m mnv3.export [run] RUN_DIR [options]\n"
-            "       python -m mnv3.export android-assets [--mnist RUN] [--cifar RUN] [options]"
+            "       python -m mnv3.export android-assets [--mnist RUN] [--cifar RUN] [--custom RUN] [options]"
         ),
         description=(
             "Export trained run folders for phones. All artefacts take raw pixels in [0, 1] (pixel/255), float32 "
@@ -132,7 +136,7 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
         ),
         formatter_class=raw,
         epilog=(
-            FORMATS_HELP + "\nexamples:\n" + RUN_EXAMPLES + f"  {ASSETS_EXAMPLE}\n\n"
+            FORMATS_HELP + "\nexamples:\n" + RUN_EXAMPLES + f"  {ASSETS_EXAMPLE}\n  {CUSTOM_EXAMPLE}\n\n"
             "Each command explains its options: python -m mnv3.export run --help, "
             "python -m mnv3.export android-assets --help.\n" + EXIT_HELP
         ),
@@ -152,13 +156,13 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
     _add_run_arguments(run)
     assets = commands.add_parser(
         "android-assets", prog="python -m mnv3.export android-assets",
-        help="write the Android app's assets (model.pte, model.json, test PNGs, golden.json) for an MNIST and/or a CIFAR run",
+        help="write the Android app's assets (model.pte, model.json, test PNGs, golden.json) for an MNIST, a CIFAR and/or a custom run",
         description=(
             "Write the Android app's assets: for each run, <ASSETS>/<dataset>/model.pte (fp32), model.json, "
             "images/NN.png (test images, lossless) and golden.json (the .pte's logits on those PNGs, from "
             "the ExecuTorch Python runtime)."
         ),
-        epilog=f"example: {ASSETS_EXAMPLE}",
+        epilog=f"examples:\n  {ASSETS_EXAMPLE}\n  {CUSTOM_EXAMPLE}", formatter_class=raw,
     )  # fmt: skip
     _add_assets_arguments(assets)
     return parser, {"run": run, "android-assets": assets}
@@ -178,12 +182,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = _with_command(list(sys.argv[1:] if argv is None else argv))
     parser, commands = _parsers()
     args = parser.parse_args(argv)
-    if args.command == "android-assets" and args.mnist is None and args.cifar is None:
-        commands["android-assets"].error("give --mnist RUN and/or --cifar RUN")
+    if args.command == "android-assets" and args.mnist is None and args.cifar is None and args.custom is None:
+        commands["android-assets"].error("give --mnist RUN, --cifar RUN and/or --custom RUN")
     try:
         if args.command == "android-assets":
             make_android_assets(args.mnist, args.cifar, args.assets_dir, args.images,
-                                data_root=args.data_root, data_mirror=args.data_mirror)  # fmt: skip
+                                data_root=args.data_root, data_mirror=args.data_mirror, custom_run=args.custom)  # fmt: skip
             return 0
         export_run(
             args.run_dir, args.out, formats=args.formats, which=args.which, input_size=args.input_size,
@@ -194,6 +198,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             latency_runs=args.latency_runs, onnx_opset=args.onnx_opset, threads=args.threads, require_full_delegation=not args.allow_undelegated,
         )  # fmt: skip
         return 0
-    except (CheckpointError, ExportError, DataUnavailableError) as err:
+    except (CheckpointError, ExportError, DataUnavailableError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

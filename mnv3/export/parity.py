@@ -8,7 +8,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..data import DatasetInfo, load_split
+from ..data import DatasetInfo
+from ..imagefolder import load_run_split
 from ..files import write_json_atomic, write_text_atomic
 from ..timing import percentile, time_calls
 from .deps import _quiet_imports
@@ -176,7 +177,7 @@ def _parity(
     say: Callable[[str], None],
 ) -> dict[str, Any]:
     """The parity report: one row for eager and one per artefact."""
-    images, labels = load_split(info.name, "test", root=root, mirror=mirror)
+    images, labels = load_run_split(config, "test", root=root, mirror=mirror)
     probe = images[: max(1, min(samples, len(images)))]
     one = probe[:1].float() / 255.0
     eager = _EagerRunner(wrapper)

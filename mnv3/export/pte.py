@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..data import DatasetInfo, load_split
+from ..imagefolder import load_run_split
 from ..files import write_bytes_atomic
 from .delegation import check_delegation, delegation_report
 from .deps import ExportError, _executorch, _pt2e
@@ -78,9 +79,14 @@ def calibration_images(
     root: str | Path = "data",
     mirror: str | Path | None = None,
     seed: int = 0,
+    config: dict | None = None,
 ) -> torch.Tensor:
-    """``num_images`` training images drawn with a fixed seed, as raw float pixels in [0, 1]."""
-    images, _ = load_split(info.name, "train", root=root, mirror=mirror)
+    """``num_images`` training images drawn with a fixed seed, as raw float pixels in [0, 1]; from
+    the run whose ``config`` (config.json) is given, an image folder's cache included."""
+    if config is not None:
+        images, _ = load_run_split(config, "train", root=root, mirror=mirror)
+    else:
+        images, _ = load_split(info.name, "train", root=root, mirror=mirror)
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:num_images]
     return images[order].float() / 255.0
 

@@ -116,7 +116,7 @@ def _export_run(
             delegation[fmt] = export_pte(wrapper, path, require_full_delegation=require_full_delegation)
             sources[fmt] = wrapper
         elif fmt == "pte-int8":
-            calibration = calibration_images(info, calibration_batches * calibration_batch_size, root=root, mirror=mirror)
+            calibration = calibration_images(info, calibration_batches * calibration_batch_size, root=root, mirror=mirror, config=config)
             kept = fp32_module_names(wrapper, int8_keep_fp32)
             quantized = quantize_int8(wrapper, calibration, batch_size=calibration_batch_size, keep_fp32=kept)
             timings["pte-int8 calibration"] = round(time.perf_counter() - start, 2)

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoint import load_run, weights_file
-from ..data import DatasetInfo, dataset_info
+from ..data import DatasetInfo
+from ..imagefolder import run_dataset_info
 from .deps import ExportError
 
 
@@ -97,8 +98,9 @@ def _contiguous_copy(module: nn.Module) -> nn.Module:
 
 def wrap_for_export(model: nn.Module, config: dict[str, Any], *, input_size: int | None = None) -> RawPixelModel:
     """Wrap a run's model (``config`` = its config.json) to take raw pixels at ``input_size``
-    (default: the dataset's native size, which is what the app's images are)."""
-    info = dataset_info(config["dataset"])
+    (default: the dataset's native size, which is what the app's images are). The dataset's
+    channels, size, mean and std are the run's record (:func:`mnv3.imagefolder.run_dataset_info`)."""
+    info = run_dataset_info(config)
     model_channels = getattr(model, "config", {}).get("in_channels", info.in_channels)
     if model_channels != info.in_channels:
         raise ExportError(f"the model takes {model_channels} input channels but {info.name} images have {info.in_channels}")
@@ -117,7 +119,7 @@ def load_wrapped_run(
         raise ExportError(f"{run_dir}/config.json has no 'dataset' entry; was it written by mnv3.train?")
     weights = weights_file(Path(run_dir), which)
     check_finite(model, str(weights) if weights else str(run_dir))
-    return wrap_for_export(model, config, input_size=input_size), config, dataset_info(config["dataset"])
+    return wrap_for_export(model, config, input_size=input_size), config, run_dataset_info(config)
 
 
 def _resolve_data(config: dict[str, Any], data_root: str | Path | None, data_mirror: str | Path | None):

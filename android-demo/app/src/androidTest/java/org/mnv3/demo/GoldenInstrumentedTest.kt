@@ -3,6 +3,7 @@ package org.mnv3.demo
 import androidx.test.ext.junit.runners.AndroidJUnit4
 import androidx.test.platform.app.InstrumentationRegistry
 import kotlin.math.abs
+import org.junit.Assume.assumeTrue
 import org.junit.Assert.assertEquals
 import org.junit.Assert.assertTrue
 import org.junit.Test
@@ -25,9 +26,16 @@ class GoldenInstrumentedTest {
     @Test
     fun cifar10MatchesGolden() = checkDataset("cifar10")
 
+    /** The optional third model (your own images, `make android-assets CUSTOM_RUN=...`). */
+    @Test
+    fun customMatchesGolden() {
+        assumeTrue("no custom model bundled", context.assets.list("custom")?.contains("model.json") == true)
+        checkDataset("custom")
+    }
+
     private fun checkDataset(dataset: String) {
         val golden = Golden.parse(Assets.readText(context, "$dataset/golden.json"))
-        assertEquals("golden.json dataset", dataset, golden.dataset)
+        if (dataset != "custom") assertEquals("golden.json dataset", dataset, golden.dataset)
         assertTrue("$dataset/golden.json lists no images", golden.images.isNotEmpty())
 
         Classifier.load(context, dataset).use { classifier ->

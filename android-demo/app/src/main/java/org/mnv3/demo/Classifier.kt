@@ -31,10 +31,10 @@ class Classifier(val spec: ModelSpec, private val module: Module) : Closeable {
     override fun close() = module.destroy()
 
     companion object {
-        /** Loads <dataset>/model.json and the .pte it names from the APK's assets. */
+        /** Loads <dataset>/model.json and the .pte it names from the APK's assets (custom/: any model). */
         fun load(context: Context, dataset: String): Classifier {
             val spec = ModelSpec.parse(Assets.readText(context, "$dataset/model.json"))
-            require(spec.dataset == dataset) { "$dataset/model.json says dataset '${spec.dataset}'" }
+            require(spec.fitsAssetFolder(dataset)) { "$dataset/model.json says dataset '${spec.dataset}'" }
             val pte = Assets.copyToFiles(context, "$dataset/${spec.pteFile}")
             return Classifier(spec, Module.load(pte.absolutePath))
         }

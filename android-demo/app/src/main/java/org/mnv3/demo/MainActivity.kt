@@ -5,6 +5,7 @@ import android.graphics.Bitmap
 import android.graphics.drawable.BitmapDrawable
 import android.os.Bundle
 import android.util.Log
+import android.view.View
 import android.widget.Button
 import android.widget.ImageView
 import android.widget.TextView
@@ -15,6 +16,8 @@ import java.util.concurrent.Executors
 /**
  * One screen: the image, a grey box with the prediction, and one button per dataset.
  * Each button picks a random sample image of that dataset and classifies it on the device.
+ * MNIST and CIFAR10 are the report's two models; a third button appears when assets/custom/
+ * holds a model (your own images), labelled with its model.json's dataset.
  *
  * A plain platform [Activity] (no AndroidX AppCompat): two buttons need nothing more, and the app
  * then compiles against android.jar alone (`make android-check`). API 23's `findViewById` is not
@@ -38,9 +41,21 @@ class MainActivity : Activity() {
         predictionView = findViewById(R.id.prediction) as TextView
         val mnist = findViewById(R.id.button_mnist) as Button
         val cifar = findViewById(R.id.button_cifar10) as Button
-        buttons = listOf(mnist, cifar)
+        val custom = findViewById(R.id.button_custom) as Button
+        buttons = listOf(mnist, cifar, custom)
         mnist.setOnClickListener { showRandom(DATASET_MNIST) }
         cifar.setOnClickListener { showRandom(DATASET_CIFAR10) }
+        custom.setOnClickListener { showRandom(ModelSpec.CUSTOM_FOLDER) }
+        // The third button shows only when a custom model is bundled; model.json names it.
+        worker.execute {
+            val spec = runCatching { ModelSpec.parse(Assets.readText(this, "${ModelSpec.CUSTOM_FOLDER}/model.json")) }.getOrNull()
+            if (spec != null) {
+                runOnUiThread {
+                    custom.text = spec.displayName
+                    custom.visibility = View.VISIBLE
+                }
+            }
+        }
     }
 
     override fun onDestroy() {

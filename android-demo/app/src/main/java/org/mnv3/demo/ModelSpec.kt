@@ -36,7 +36,11 @@ class InputSpec(shape: LongArray, val channelOrder: ChannelOrder) {
     val numel: Int get() = channels * height * width
 }
 
-/** model.json as written by the Python exporter (format "mnv3-mobile", version 1). */
+/**
+ * model.json as written by the Python exporter (format "mnv3-mobile", version 1). Everything the
+ * app needs to run any exported model comes from it: labels, input size, channels and the
+ * preprocessing contract (raw pixels / 255, normalisation inside the graph).
+ */
 class ModelSpec(
     val dataset: String,
     val labels: List<String>,
@@ -45,9 +49,20 @@ class ModelSpec(
     val testAccuracy: Double?,
     val executorchVersion: String?
 ) {
+    /** The name a button shows: the dataset, or for your own images the folder's name ("folder:photos" -> "photos"). */
+    val displayName: String get() = dataset.removePrefix(FOLDER_PREFIX)
+
+    /**
+     * Whether this model may sit in the asset folder [folder]: a dataset's own folder (mnist/,
+     * cifar10/), or custom/, which takes any model (`make android-assets CUSTOM_RUN=...`).
+     */
+    fun fitsAssetFolder(folder: String): Boolean = folder == CUSTOM_FOLDER || dataset == folder
+
     companion object {
         const val FORMAT = "mnv3-mobile"
         const val VERSION = 1
+        const val FOLDER_PREFIX = "folder:"
+        const val CUSTOM_FOLDER = "custom"
 
         /**
          * Parses and validates model.json. `test_accuracy` and `executorch_version` are optional:

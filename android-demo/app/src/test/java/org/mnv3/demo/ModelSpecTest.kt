@@ -2,8 +2,10 @@ package org.mnv3.demo
 
 import org.junit.Assert.assertArrayEquals
 import org.junit.Assert.assertEquals
+import org.junit.Assert.assertFalse
 import org.junit.Assert.assertNull
 import org.junit.Assert.assertThrows
+import org.junit.Assert.assertTrue
 import org.junit.Test
 
 class ModelSpecTest {
@@ -60,6 +62,37 @@ class ModelSpecTest {
         assertNull(spec.testAccuracy)
         assertNull(spec.executorchVersion)
         assertEquals("mnist", spec.dataset)
+    }
+
+    @Test
+    fun readsLabelsSizeAndChannelsOfAnImageFolderModel() {
+        // What `python -m mnv3.export` writes for a run of --dataset folder:photos --image-size 64.
+        val json = """
+            {"format": "mnv3-mobile", "version": 1, "dataset": "folder:photos",
+             "labels": ["cat", "dog", "frog"],
+             "input": {"shape": [1, 3, 64, 48], "dtype": "float32", "layout": "NCHW",
+                       "channel_order": "RGB", "value_range": [0.0, 1.0],
+                       "normalization": "inside the model graph; feed raw pixels/255"},
+             "files": {"pte_fp32": "model.pte"}, "test_accuracy": 0.9, "executorch_version": "1.5.1"}
+        """.trimIndent()
+        val spec = ModelSpec.parse(json)
+        assertEquals(listOf("cat", "dog", "frog"), spec.labels)
+        assertEquals(3, spec.input.channels)
+        assertEquals(64, spec.input.height)
+        assertEquals(48, spec.input.width)
+        assertEquals(ChannelOrder.RGB, spec.input.channelOrder)
+        assertEquals("photos", spec.displayName)
+        assertTrue(spec.fitsAssetFolder("custom"))
+        assertFalse(spec.fitsAssetFolder("mnist"))
+        // A gray one: one plane of 1 x 28 x 28, and the report's models keep their own folders.
+        val gray = ModelSpec.parse(json.replace("[1, 3, 64, 48]", "[1, 1, 28, 28]").replace("\"RGB\"", "\"gray\""))
+        assertEquals(1, gray.input.channels)
+        assertEquals(28 * 28, gray.input.numel)
+        assertEquals(28 * 28, Preprocessor(gray.input).toInput(IntArray(28 * 28), 28, 28).size)
+        val mnist = ModelSpec.parse(modelJson())
+        assertTrue(mnist.fitsAssetFolder("mnist"))
+        assertFalse(mnist.fitsAssetFolder("cifar10"))
+        assertEquals("mnist", mnist.displayName)
     }
 
     @Test
