@@ -91,7 +91,7 @@ _PROFILE_OVERRIDES = {
 
 EXPERIMENTS = tuple(_BASE)
 
-# The original project's results (Keras, 2019), quoted by the notebooks and the index.
+# The original project's results (PyTorch with PyTorch Lightning, January 2022), quoted by the notebooks and the index.
 ORIGINAL_RESULTS = {
     "mnist_small": "95%",
     "cifar10_small": "59%",
