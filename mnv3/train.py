@@ -31,13 +31,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .checkpoint import CheckpointError, best_epoch_of, check_resume, evaluation_weights, load_checkpoint, repair_checkpoints, save_checkpoint
-from .files import remove_stale_temporaries
+from .files import os_error_line, remove_stale_temporaries
 from .augment import auto_augment, cutout, prepare_batch
 from .data import DataUnavailableError, dataset_info, ensure_splits, iterate_batches, load_split, train_val_split
 from .experiments import EXPERIMENTS, PROFILES, Experiment, get_experiment
 from .model import build_model
 from .runs import RunLock, RunLockedError, load_record, overrides, run_name, run_record, write_metrics, write_record, write_test
 from .spec import SpecError
+from .summary import check_training_memory
 
 __all__ = ["main", "train", "train_step", "prepare_for_training", "make_optimizer", "compute_loss", "NonFiniteLossError"]
 
@@ -309,6 +310,7 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
     if exp.batch_size % world_size:
         raise ValueError(f"batch_size {exp.batch_size} must be divisible by the number of processes ({world_size}).")
     local_batch = exp.batch_size // world_size
+    check_training_memory(exp, dataset_info(exp.dataset), device, local_batch)  # before any folder or data
 
     # --- the run folder: one training at a time, and a run is only ever continued by --resume
     lock = RunLock(run_dir).acquire() if is_main else None
@@ -629,8 +631,8 @@ def main(argv: list[str] | None = None) -> Path:
     args, exp = parse_args(argv)
     try:
         return train(args, exp)
-    except (DataUnavailableError, CheckpointError, RunLockedError, SpecError, NonFiniteLossError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (DataUnavailableError, CheckpointError, RunLockedError, SpecError, NonFiniteLossError, ValueError, OSError) as err:
+        print(f"error: {os_error_line(err) if isinstance(err, OSError) else err}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None

@@ -77,3 +77,23 @@ def exported_run(trained_run):
 
     needs_export_extras()
     return export_shared(trained_run)
+
+
+@pytest.fixture
+def read_only_dir(tmp_path) -> Path:
+    """A folder where nothing can be created: mode 0555 for a normal user; for root, who ignores
+    permission bits, /sys, which the kernel keeps unwritable (CI runs as either)."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "read-only"
+        folder.mkdir()
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    folder = Path("/sys")
+    try:
+        (folder / "mnv3-write-probe").mkdir()
+    except OSError:
+        yield folder
+        return
+    pytest.fail("/sys accepted a new folder: no read-only folder to test with here")

@@ -185,3 +185,59 @@ def test_unloadable_pte_is_a_clear_error(tmp_path):
     (tmp_path / "model.pte").write_bytes(b"not a program")
     with pytest.raises(ex.ExportError, match=r"model.pte: ExecuTorch cannot load it .*export it again"):
         ex.PteRunner(tmp_path / "model.pte")
+
+
+# ----------------------------------------------------------------------------- bad input (issue 22)
+
+
+def reuse_the_shared_pte(monkeypatch, exported) -> list[Path]:
+    """Make "exporting afresh" copy the session's own model.pte of the same run (no lowering)."""
+    from mnv3.export import android
+
+    calls: list[Path] = []
+
+    def export_pte(wrapper, path, **kwargs):
+        calls.append(Path(path))
+        Path(path).write_bytes((exported.out / "model.pte").read_bytes())
+
+    monkeypatch.setattr(android, "export_pte", export_pte)
+    return calls
+
+
+@pytest.mark.parametrize("manifest", [[], {"format": "mnv3-mobile", "input": None, "source_run": None}, "sha256-as-a-string"])
+def test_a_malformed_model_json_means_exporting_afresh(exported, tmp_path, monkeypatch, manifest):
+    run = tmp_path / "run"
+    shutil.copytree(exported.run, run)
+    good = json.loads((run / "export" / "model.json").read_text())
+    bad = {**good, "sha256": "deadbeef"} if manifest == "sha256-as-a-string" else manifest
+    (run / "export" / "model.json").write_text(json.dumps(bad))
+    calls = reuse_the_shared_pte(monkeypatch, exported)
+    messages: list[str] = []
+    done = ex.make_android_assets(run, None, tmp_path / "assets", n_images=2, log=messages.append)
+    assert len(calls) == 1 and any("not reusing" in m and "model.json" in m and "Exporting afresh" in m for m in messages), messages
+    check_golden(done[exported.info.name])
+
+
+def test_assets_dir_that_is_a_file_is_refused_before_any_work(exported, tmp_path, monkeypatch, capsys):
+    from mnv3.export import android
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the export work started")
+
+    monkeypatch.setattr(android, "load_wrapped_run", must_not_run)
+    (tmp_path / "assets").write_text("a file")
+    assert ex.main(["android-assets", "--mnist", str(exported.run), "--assets-dir", str(tmp_path / "assets")]) == 2
+    err = capsys.readouterr().err
+    assert "a file stands where the app's assets folder goes" in err and "Traceback" not in err
+    assert (tmp_path / "assets").read_text() == "a file"
+
+
+def test_a_killed_runs_staging_is_removed_and_a_read_only_folder_is_one_line(exported, tmp_path, monkeypatch, read_only_dir, capsys):
+    leftover = tmp_path / ".assets.staging-999999999-x1y2"  # a killed run's (no such process)
+    (leftover / "new" / "mnist").mkdir(parents=True)
+    reuse_the_shared_pte(monkeypatch, exported)
+    ex.make_android_assets(exported.run, None, tmp_path / "assets", n_images=2, log=None)
+    assert not leftover.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["assets"]
+    assert ex.main(["android-assets", "--mnist", str(exported.run), "--assets-dir", str(read_only_dir / "assets")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {read_only_dir}") and "Traceback" not in err and len(err.strip().splitlines()) == 1, err

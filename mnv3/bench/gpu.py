@@ -28,7 +28,7 @@ from torch import nn
 from ..data import dataset_info
 from ..environment import machine_record
 from ..experiments import get_experiment
-from ..files import write_json_atomic
+from ..files import os_error_line, write_json_atomic
 from ..timing import time_calls
 from ..model import build_model
 
@@ -171,7 +171,11 @@ def main(argv: list[str] | None = None) -> Path:
     if device.type == "cuda" and not torch.cuda.is_available():
         print("error: no CUDA device here; this benchmark is for a GPU (--device cpu --plan tiny is the smoke test)", file=sys.stderr)
         raise SystemExit(2)
-    return run(PLANS[args.plan], device, args.out, steps=args.steps, warmup=args.warmup)
+    try:
+        return run(PLANS[args.plan], device, args.out, steps=args.steps, warmup=args.warmup)
+    except OSError as err:
+        print(f"error: {os_error_line(err)}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -63,6 +63,20 @@ class RawPixelModel(nn.Module):
         return self.model(x)
 
 
+def resize_images(images: torch.Tensor, size: int | None) -> torch.Tensor:
+    """uint8 images [N, C, H, W] at ``size`` x ``size`` (None or their own side: unchanged).
+
+    Bilinear, antialiased when shrinking, rounded back to uint8: what an app does to a photo before
+    it feeds a model that takes ``size`` pixels. Calibration and parity images of an export at
+    ``--input-size`` are made this way, so they have the shape the exported graph takes.
+    """
+    if size is None or tuple(images.shape[-2:]) == (size, size):
+        return images
+    out = torch.cat([F.interpolate(chunk.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+                     for chunk in images.split(256)])  # fmt: skip
+    return out.round().clamp(0, 255).to(torch.uint8)
+
+
 def check_finite(module: nn.Module, source: str = "the model") -> None:
     """Raise ExportError naming the first parameter or buffer of ``module`` that holds NaN or inf.
 

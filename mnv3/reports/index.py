@@ -81,6 +81,8 @@ def _row(row: Mapping[str, Any], profile: str, pages_of_run: Sequence[ReportResu
              "pages": [(r.html.name, r.notebook.name) for r in pages_of_run if r.status not in ("absent", "missing")]}  # no page to link
     if row["status"] == "missing":
         return {**shown, "hint": train_hint(profile, row["experiment"])}
+    if row["status"] == "unreadable":  # a damaged record: the label names the file and the field
+        return {**shown, "label": row["label"]}
     model = f"{row['arch']}" + (f", first {row['drop_first_strides']} strides 1" if row.get("drop_first_strides") else "")
     # An unfinished run is never counted as a result: its label takes the accuracy's place.
     accuracy = format_accuracy(row.get("test_accuracy")) if row["status"] == "ok" else row.get("label", "unfinished")

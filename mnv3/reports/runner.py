@@ -89,6 +89,8 @@ def _not_executable(nb: Notebook, ctx: ReportContext, experiment: str | None) ->
     """Why ``nb`` cannot run for ``experiment`` (one sentence naming the make target), or ""."""
     if experiment and RUN_REQUIREMENT in nb.requires:
         state = run_state(ctx.runs_dir / experiment)
+        if state["status"] == "unreadable":
+            return f"the run {experiment} is {state['label']}"
         if state["status"] == "unfinished":
             return (f"the run {experiment} is {state['label']}: it has no test.json, so it has no result to "
                     f"evaluate or export; its curves are on the training pages")
