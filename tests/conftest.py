@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,12 @@ def read_only_dir(tmp_path) -> Path:
         yield folder
         return
     pytest.fail("/sys accepted a new folder: no read-only folder to test with here")
+
+
+@pytest.fixture(scope="session")
+def headless_browser() -> str:
+    """A headless Chromium or Chrome (.ci/run installs Debian's chromium; GitHub's runners have Chrome)."""
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    pytest.skip("no headless browser: install Debian's chromium (apt-get install chromium)")

@@ -246,3 +246,26 @@ def test_index_into_a_read_only_folder_is_one_line(tmp_path, read_only_dir, caps
     assert reports_main(["index", "--profile", "full", "--runs-dir", str(tmp_path / "runs"), "--out", str(read_only_dir)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"python -m mnv3.reports: error: {read_only_dir}") and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_the_quick_index_table_fits_a_1300_pixel_window(tmp_path, headless_browser):
+    # Its twelve columns were wider than a 1300-pixel window, which cut off the Reports column.
+    from mnv3.reports import pages
+    from mnv3.reports.index import write_index
+    from mnv3.reports.runner import make_context
+
+    runs_dir = committed_copies(tmp_path / "runs" / "quick")
+    for config in runs_dir.glob("*/config.json"):  # the quick profile's widest device label
+        config.write_text(config.read_text().replace('"NVIDIA H200"', '"cpu (x86_64, 2 threads)"'))
+    ctx = make_context("quick", runs_dir=runs_dir, reports_dir=tmp_path / "out")
+    for nb in pages.NOTEBOOKS:  # every page present, so every row links its reports
+        for experiment in nb.executions():
+            (ctx.reports_dir / f"{nb.report_name(experiment)}.html").write_text("x")
+    page = write_index(ctx)
+    probe = ("<script>const t = document.querySelector('table.summary').getBoundingClientRect();"
+             "document.body.setAttribute('data-fits', t.right <= document.documentElement.clientWidth ? 'yes' : 'no:' + t.right);</script>")
+    page.write_text(page.read_text().replace("</body>", probe + "</body>"))
+    out = subprocess.run([headless_browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--window-size=1300,1000",
+                          f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=2000", "--dump-dom", page.as_uri()],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert 'data-fits="yes"' in out.stdout, (out.stdout[-300:], out.stderr[-1000:])
