@@ -124,7 +124,7 @@ def os_error_line(err: OSError) -> str:
     path = err.filename if err.filename is not None else ""
     what = err.strerror or str(err) or type(err).__name__
     hint = _OS_ERROR_HINTS.get(err.errno, "")
-    if err.errno == errno.ENOTDIR and path:
+    if err.errno in (errno.ENOTDIR, errno.EEXIST) and path:
         blocker = next((p for p in (Path(path), *Path(path).parents) if p.exists() and not p.is_dir()), None)
         if blocker is not None:
             hint = f"{blocker} is a file, not a folder; give a folder there"

@@ -179,6 +179,9 @@ def main(argv: list[str] | None = None) -> None:
         except OSError as err:
             print(f"error: {os_error_line(err)}", file=sys.stderr)
             failed += 1
+        except KeyboardInterrupt:
+            print(f"interrupted: {Path(args.dest) / run.name} is as it was before this run's copy began", file=sys.stderr)
+            raise SystemExit(130) from None
     if failed:
         print(f"{failed} of {len(runs)} run(s) not published", file=sys.stderr)
         raise SystemExit(2)

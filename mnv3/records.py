@@ -292,6 +292,8 @@ def check_record(data: Any, kind: str, source: str) -> Any:
 
 
 def _read_text(path: Path, limit: int) -> str:
+    if path.exists() and not path.is_file() and not path.is_dir():  # a FIFO or device would block or never end
+        raise RecordError(f"{path}: not a regular file, where a record file belongs.")
     try:
         size = path.stat().st_size
         if size > limit:

@@ -52,6 +52,7 @@ __all__ = [
     "load_test",
     "run_state",
     "find_runs",
+    "record_problem",
     "MissingRunError",
     "require_run",
     "train_hint",
@@ -264,13 +265,25 @@ def run_state(run_dir: str | Path) -> dict[str, Any]:
     return {**state, "status": "unfinished", "label": label}
 
 
+def record_problem(run_dir: str | Path) -> str:
+    """Why a run folder's records cannot be read (RecordError's one line, naming the file as the
+    reports show paths, :func:`mnv3.paths.shown_path`), or ""."""
+    try:
+        load_record(run_dir), load_metrics(run_dir), load_test(run_dir)
+    except RecordError as err:
+        return str(err).replace(str(Path(run_dir)), shown_path(run_dir), 1)
+    return ""
+
+
 def find_runs(runs_dir: str | Path, experiments: Sequence[str]) -> tuple[dict[str, Path], list[str]]:
-    """(run folders that have metrics, the experiments without them). Unfinished runs (metrics, no
-    test.json) are among the first: the training pages draw their curves and label them."""
+    """(run folders that have metrics, the experiments without them or with a damaged record,
+    which :func:`missing_runs_markdown` names). Unfinished runs (metrics, no test.json) are among
+    the first: the training pages draw their curves and label them."""
     present, missing = {}, []
     for name in experiments:
         run_dir = Path(runs_dir) / name
-        (present.__setitem__(name, run_dir) if (run_dir / "metrics.csv").is_file() else missing.append(name))
+        ok = (run_dir / "metrics.csv").is_file() and not record_problem(run_dir)
+        (present.__setitem__(name, run_dir) if ok else missing.append(name))
     return present, missing
 
 
@@ -322,11 +335,13 @@ def train_command(experiment: str, profile: str, runs_dir: str | Path, *, data_r
 
 
 def missing_runs_markdown(missing: Sequence[str], profile: str, runs_dir: str | Path) -> str:
-    """A Markdown note naming the missing runs and the make target that produces them."""
+    """A Markdown note naming the missing runs and the make target that produces them, and the
+    runs whose records are damaged, with the file and the field."""
     if not missing:
         return ""
-    lines = [f"**Missing runs** in `{shown_path(runs_dir)}`:"]
-    lines += [f"- `{name}`: {train_hint(profile, name)}" for name in missing]
+    problems = {name: record_problem(Path(runs_dir) / name) if (Path(runs_dir) / name / "config.json").exists() else "" for name in missing}
+    lines = [f"**Missing{' or unreadable' if any(problems.values()) else ''} runs** in `{shown_path(runs_dir)}`:"]
+    lines += [f"- `{name}`: " + (f"unreadable: {problems[name]}" if problems[name] else train_hint(profile, name)) for name in missing]
     return "\n".join(lines)
 
 
@@ -379,8 +394,8 @@ def experiment_summary(run_dir: str | Path, data_root: str | Path | None = None)
         return row
     try:
         return _summary(run_dir, row, data_root)
-    except RecordError as err:
-        return {**row, "status": "unreadable", "label": f"unreadable: {err}"}
+    except RecordError:
+        return {**row, "status": "unreadable", "label": f"unreadable: {record_problem(run_dir)}"}
 
 
 def _summary(run_dir: Path, row: dict[str, Any], data_root: str | Path | None) -> dict[str, Any]:
@@ -596,8 +611,9 @@ def ablation_table(rows: list[dict[str, Any]]) -> str:
              "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for r in sorted(rows, key=lambda r: (r["experiment"] or "", -(r["best_val_acc"] or 0))):
         changed = {**r["overrides"], **({"seed": r["seed"]} if r["seed"] else {})}
-        change = ", ".join(f"{k}={v}" for k, v in changed.items()) or "the profile's own"
-        val = f"{100 * r['best_val_acc']:.2f}% ({r['best_epoch']})" if r["best_val_acc"] is not None else "none yet"
+        unreadable = r["state"].startswith("unreadable")
+        change = "-" if unreadable else ", ".join(f"{k}={v}" for k, v in changed.items()) or "the profile's own"
+        val = f"{100 * r['best_val_acc']:.2f}% ({r['best_epoch']})" if r["best_val_acc"] is not None else "-" if unreadable else "none yet"
         seconds = "-" if r["train_seconds"] is None else f"{r['train_seconds']:.0f}"
         epochs = "-" if r["epochs_done"] is None else f"{r['epochs_done']} of {r['epochs'] or '?'}"
         lines.append(f"| {r['name']} | {r['experiment'] or '-'} | {change} | {val} | {epochs} | {seconds} | {r['state']} |")

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .experiments import MAX_IMAGE_SIZE
 from .files import os_error_line
 from .layers import HardSwish
 from .model import MobileNetV3, build_model
@@ -98,8 +99,9 @@ def summarize(model: MobileNetV3, input_size: int) -> list[dict[str, Any]]:
     The model is run in eval mode under ``torch.no_grad`` (BatchNorm statistics are left untouched)
     and put back in the mode it was in.
     """
-    if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size <= 0:
-        raise ValueError(f"input_size must be a positive integer (pixels per side), got {input_size!r}.")
+    if isinstance(input_size, bool) or not isinstance(input_size, int) or not 0 < input_size <= MAX_IMAGE_SIZE:
+        raise ValueError(f"input_size must be a whole number of pixels per side from 1 to {MAX_IMAGE_SIZE} "
+                         f"(mnv3.experiments.MAX_IMAGE_SIZE), got {input_size!r}.")
     features = list(model.features)
     stem, blocks, last_conv = features[0], features[1:-1], features[-1]
     classifier_layers = [m for m in model.classifier if isinstance(m, nn.Linear)]
@@ -252,8 +254,6 @@ def check_training_memory(exp: Any, info: Any, device: torch.device, batch_size:
     """Raise ValueError, with :func:`training_memory`'s estimate, when ``exp`` (an Experiment)
     trains at an image size over MAX_IMAGE_SIZE, or needs more memory than ``device`` has free
     (:func:`available_memory`) for ``batch_size`` images per process. ``info``: its DatasetInfo."""
-    from .experiments import MAX_IMAGE_SIZE
-
     size = exp.image_size or info.image_size
     half = device.type == "cuda" and exp.amp != "off"
     need = training_memory(exp.arch, num_classes=info.num_classes, in_channels=info.in_channels, width_mult=exp.width_mult,
@@ -331,7 +331,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("arch", help="'small', 'large' or the path to a spec JSON file")
-    parser.add_argument("--input-size", type=int, default=224, help="input height and width in pixels (default 224)")
+    parser.add_argument("--input-size", type=int, default=224, help=f"input height and width in pixels, 1 to {MAX_IMAGE_SIZE} (default 224)")
     parser.add_argument("--num-classes", type=int, default=1000, help="classifier outputs (default 1000)")
     parser.add_argument("--in-channels", type=int, default=3, help="input channels: 3 for colour, 1 for MNIST (default 3)")
     parser.add_argument("--width-mult", type=float, default=1.0, help="the paper's width multiplier (default 1.0)")

@@ -37,6 +37,7 @@ from .data import DataUnavailableError, dataset_info, ensure_splits, iterate_bat
 from .experiments import EXPERIMENTS, PROFILES, Experiment, get_experiment
 from .model import build_model
 from .runs import RunLock, RunLockedError, load_record, overrides, run_name, run_record, write_metrics, write_record, write_test
+from .records import check_state_dict
 from .spec import SpecError
 from .summary import check_training_memory
 
@@ -329,6 +330,8 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
                 )
             if args.resume and not (run_dir / "last.pt").is_file():
                 raise CheckpointError(f"{run_dir / 'last.pt'}: nothing to resume. Start the run without --resume.")
+            if args.resume:
+                load_record(run_dir)  # a damaged config.json is refused now, not after the training it would end
 
         # --- data: the whole split lives on the training device as uint8; batches are slices of it
         info = dataset_info(exp.dataset)
@@ -391,6 +394,8 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
                 dist.barrier()  # every rank reads last.pt as rank 0 left it
             state = load_checkpoint(last_path, map_location=device)
             check_resume(state, last_path, fields, launch, model_config)
+            for key in ("model", "ema") if ema is not None else ("model",):  # refused, not cast: mnv3.records
+                check_state_dict(state[key], model, f"{last_path} ({key})")
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])

@@ -216,6 +216,7 @@ DAMAGED = {  # experiment -> (file, damaged content, what its row must name)
 
 
 def test_index_and_ablation_table_show_damaged_runs_as_unreadable_and_go_on(tmp_path, capsys):
+    from mnv3.paths import shown_path
     from mnv3.reports.cli import main as reports_main
 
     runs_dir = committed_copies(tmp_path / "runs")
@@ -226,8 +227,13 @@ def test_index_and_ablation_table_show_damaged_runs_as_unreadable_and_go_on(tmp_
     index = (tmp_path / "out" / "index.html").read_text()
     for experiment, (_, _, words) in DAMAGED.items():
         row = index.split(f"<td class='text'>{experiment}</td>", 1)[1].split("</tr>", 1)[0]
-        assert "unreadable: " in row and str(runs_dir / experiment / words.split(":")[0]) in row and words.split(": ", 1)[1] in row, row
+        # the file as the pages show paths (relative to the repository), and what is wrong with it
+        assert f"unreadable: {shown_path(runs_dir / experiment / words.split(':')[0])}: " in row and words.split(": ", 1)[1] in row, row
     assert "99.46%" in index.split("<td class='text'>mnist_small</td>", 1)[1].split("</tr>", 1)[0]  # the good run is shown
+    # the training pages draw the readable runs and name the damaged ones
+    present, missing = runs.find_runs(runs_dir, ["mnist_small", *DAMAGED])
+    note = runs.missing_runs_markdown(missing, "full", runs_dir)
+    assert list(present) == ["mnist_small"] and note.count("unreadable: ") == 3 and "test.json: the top level is []" in note
     # a string accuracy is damage too
     (runs_dir / "cifar10_small_s2" / "test.json").write_text(json.dumps({"test_accuracy": "72.12%"}))
     assert runs.experiment_summary(runs_dir / "cifar10_small_s2")["label"].endswith("""field 'test_accuracy' is "72.12%"; allowed: a finite number in [0, 1].""")

@@ -297,3 +297,20 @@ def test_out_or_data_root_that_cannot_be_written_is_one_line(tmp_path, read_only
     err = capsys.readouterr().err
     assert err.startswith(f"error: {read_only_dir}") and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "out" / "quick" / "mnist_small").exists()  # the refused run leaves no folder
+
+
+def test_resume_refuses_a_damaged_record_or_cast_weights_before_training(finished, tmp_path, capsys):
+    run_dir = copy_run(finished, tmp_path)
+    (run_dir / "test.json").unlink()  # a stopped run
+    metrics = (run_dir / "metrics.csv").read_text()
+    good = (run_dir / "config.json").read_text()
+    (run_dir / "config.json").write_text(good.replace('"image_size": 28', '"image_size": 100000'))
+    err = fails(capsys, tmp_path, "--resume")
+    assert "config.json: field 'image_size' is 100000" in err and len(err.strip().splitlines()) == 1, err
+    (run_dir / "config.json").write_text(good)
+    state = load_checkpoint(run_dir / "last.pt")
+    state["model"]["classifier.3.weight"] = state["model"]["classifier.3.weight"].to(torch.int8)
+    torch.save(state, run_dir / "last.pt")
+    err = fails(capsys, tmp_path, "--resume")
+    assert "last.pt (model): tensor 'classifier.3.weight' is int8" in err, err
+    assert (run_dir / "metrics.csv").read_text() == metrics  # nothing trained

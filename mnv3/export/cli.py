@@ -65,7 +65,7 @@ FORMATS_HELP = (
 )
 EXIT_HELP = (
     f"ExecuTorch, ONNX and onnxruntime are optional: {INSTALL_HINT}\n"
-    "exit status: 0 ok, 2 unusable run folder / bad argument / missing package / delegation failure."
+    "exit status: 0 ok, 2 unusable run folder / bad argument / missing package / delegation failure, 130 interrupted."
 )
 RUN_EXAMPLES = (
     "  python -m mnv3.export runs/quick/mnist_small\n"
@@ -208,3 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as err:
         print(f"error: {os_error_line(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: the folder holds only whole files, and no parity report until an export of it finishes",
+              file=sys.stderr)  # fmt: skip
+        return 130
