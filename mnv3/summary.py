@@ -100,7 +100,7 @@ def summarize(model: MobileNetV3, input_size: int) -> list[dict[str, Any]]:
     and put back in the mode it was in.
     """
     if isinstance(input_size, bool) or not isinstance(input_size, int) or not 0 < input_size <= MAX_IMAGE_SIZE:
-        raise ValueError(f"input_size must be a whole number of pixels per side from 1 to {MAX_IMAGE_SIZE} "
+        raise ValueError(f"input_size must be a positive integer (pixels per side) of at most {MAX_IMAGE_SIZE} "
                          f"(mnv3.experiments.MAX_IMAGE_SIZE), got {input_size!r}.")
     features = list(model.features)
     stem, blocks, last_conv = features[0], features[1:-1], features[-1]

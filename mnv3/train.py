@@ -330,7 +330,7 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
                 )
             if args.resume and not (run_dir / "last.pt").is_file():
                 raise CheckpointError(f"{run_dir / 'last.pt'}: nothing to resume. Start the run without --resume.")
-            if args.resume:
+            if args.resume and (run_dir / "config.json").exists():
                 load_record(run_dir)  # a damaged config.json is refused now, not after the training it would end
 
         # --- data: the whole split lives on the training device as uint8; batches are slices of it

@@ -60,10 +60,10 @@ def prepare_export_folder(out_dir: str | Path, writes: Iterable[str], *, say: Ca
     names removed.
 
     Raises ExportError, before anything is changed, when ``out_dir`` is a file or when one of
-    ``writes`` is there and the export does not own it. Then removes, in this order, the owned
-    parity.json and parity.md, model.json, the owned files of formats this export does not write
-    (they would sit beside a model.json that does not list them), and the hidden temporaries a
-    killed export left; and records ``writes`` as owned. OSError when the folder is not writable.
+    ``writes`` is there and the export does not own it. Then records ``writes`` as owned and
+    removes, in this order, the owned parity.json and parity.md, model.json, the owned files of
+    formats this export does not write (they would sit beside a model.json that does not list
+    them), and the hidden temporaries a killed export left. OSError when the folder is not writable.
     """
     out_dir, writes = Path(out_dir), list(writes)
     if out_dir.exists() and not out_dir.is_dir():
@@ -77,15 +77,16 @@ def prepare_export_folder(out_dir: str | Path, writes: Iterable[str], *, say: Ca
             f"or model.json there lists {'it' if len(foreign) == 1 else 'them'}); the export writes only files it owns. Move "
             f"{'it' if len(foreign) == 1 else 'them'} away or export to another --out."
         )
+    # The list first: a kill from here on leaves every file this export or an earlier one wrote
+    # known as the export's, even once the model.json that vouched for an older export is gone.
+    _write_owned(out_dir, owned | set(writes))
     stale = [name for name in EXPORT_NAMES if name not in writes and name not in (*REPORTS, MANIFEST)]
     removed = []
-    for name in (*REPORTS, MANIFEST, *stale):
+    for name in (*REPORTS, MANIFEST, *stale):  # the report first, then what it and model.json describe
         if name in owned and (out_dir / name).is_file():
             (out_dir / name).unlink()
             removed.append(name)
-        if name == MANIFEST:  # the folder's descriptions are gone: claim what this export will write
-            _write_owned(out_dir, (owned - set(removed)) | set(writes))
-    remove_stale_temporaries(out_dir, EXPORT_NAMES)
+    remove_stale_temporaries(out_dir, (*EXPORT_NAMES, OWNED_LIST))
     dropped = [name for name in removed if name in stale]
     if dropped:
         say(f"removed from {out_dir}: {', '.join(dropped)} (written by an earlier export; not part of this one)")
