@@ -47,7 +47,7 @@ from .experiments import MAX_IMAGE_SIZE
 from .spec import SpecError, check_size, show_value, spec_from_dict
 
 __all__ = [
-    "RecordError", "Rule", "Schema", "read_record", "check_record", "check_model_config", "check_state_dict",
+    "RecordError", "Rule", "Schema", "RECORDS", "read_record", "check_record", "check_model_config", "check_state_dict",
     "METRIC_FIELDS", "MAX_CLASSES", "MAX_WIDTH", "MAX_BATCHES_TRACKED", "MAX_RECORD_BYTES", "FOLDER_PREFIX",
 ]  # fmt: skip
 

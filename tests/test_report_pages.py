@@ -275,3 +275,15 @@ def test_the_quick_index_table_fits_a_1300_pixel_window(tmp_path, headless_brows
                           f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=2000", "--dump-dom", page.as_uri()],
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert 'data-fits="yes"' in out.stdout, (out.stdout[-300:], out.stderr[-1000:])
+
+
+def test_a_page_whose_input_record_is_damaged_is_not_executed_and_says_why(tmp_path):
+    from mnv3.reports import pages
+    from mnv3.reports.runner import execute_report, make_context
+
+    run = shutil.copytree(REPO / "reports" / "full" / "runs" / "mnist_small", tmp_path / "runs" / "mnist_small",
+                          ignore=shutil.ignore_patterns("*.safetensors"))  # fmt: skip
+    (run / "export" / "parity.json").write_text(json.dumps({"dataset": "mnist", "rows": []}))
+    ctx = make_context("full", runs_dir=tmp_path / "runs", reports_dir=tmp_path / "out")
+    result = execute_report(pages.notebook_by_name("06_export"), ctx, "mnist_small", log=lambda m: None)
+    assert result.status == "missing" and "export/parity.json` is unreadable: missing field 'parity_samples'" in result.message

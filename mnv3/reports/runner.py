@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping
 from ..experiments import PROFILES
 from ..files import write_text_atomic
 from ..paths import REPO, shown_path
+from ..records import RECORDS, RecordError, read_record
 from ..runs import record_problem, run_state, train_hint
 from .pages import RUN_REQUIREMENT, Notebook
 
@@ -97,8 +98,14 @@ def _not_executable(nb: Notebook, ctx: ReportContext, experiment: str | None) ->
                     f"evaluate or export; its curves are on the training pages")
     fields, shown = ctx.fields(experiment), ctx.fields(experiment, shown=True)
     for req in nb.requires:
-        if not Path(req.path.format(**fields)).exists():
+        path = Path(req.path.format(**fields))
+        if not path.exists():
             return f"`{req.path.format(**shown)}` is missing; produce it with {req.hint.format(**shown)}"
+        if path.name in RECORDS:  # e.g. an export's parity.json: a damaged one is named here, not in a failed cell
+            try:
+                read_record(path)
+            except RecordError as err:
+                return f"`{req.path.format(**shown)}` is unreadable: {str(err).split(': ', 1)[1]} Produce it again with {req.hint.format(**shown)}"
     return ""
 
 
