@@ -654,3 +654,13 @@ def test_export_to_a_file_or_a_read_only_folder_is_one_line(trained_run, tmp_pat
         assert ex.main([str(trained_run), "--formats", "ptl", "--skip-parity", "--out", str(out)]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and words in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_run_on_a_dataset_this_export_cannot_load_is_one_line(trained_run, tmp_path, capsys):
+    # An image-folder run (--dataset folder:PATH) whose folder is not there: refused in one line.
+    info = {"classes": [f"class {i}" for i in range(10)], "in_channels": 1, "mean": [0.5], "std": [0.25]}
+    run = damaged_copy(trained_run, tmp_path / "run", config=lambda c: c.update(dataset="folder:no/such/photos", dataset_info=info))
+    assert ex.main([str(run), "--formats", "pte", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "folder" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()

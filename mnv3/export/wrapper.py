@@ -126,12 +126,14 @@ def load_wrapped_run(
     run_dir: str | Path, *, which: str = "best", input_size: int | None = None
 ) -> tuple[RawPixelModel, dict[str, Any], DatasetInfo]:
     """``load_run`` + :func:`wrap_for_export`: (wrapper in eval mode, config.json, DatasetInfo)."""
-    model, config = load_run(run_dir, which=which)
-    if "dataset" not in config:
-        raise ExportError(f"{run_dir}/config.json has no 'dataset' entry; was it written by mnv3.train?")
+    model, config = load_run(run_dir, which=which)  # config.json checked by mnv3.records: it names a dataset
+    try:
+        info = dataset_info(config["dataset"])
+    except ValueError as err:  # a dataset this mnv3 cannot load (an image folder, before it can)
+        raise ExportError(f"{Path(run_dir) / 'config.json'}: {err}") from None
     weights = weights_file(Path(run_dir), which)
     check_finite(model, str(weights) if weights else str(run_dir))
-    return wrap_for_export(model, config, input_size=input_size), config, dataset_info(config["dataset"])
+    return wrap_for_export(model, config, input_size=input_size), config, info
 
 
 def _resolve_data(config: dict[str, Any], data_root: str | Path | None, data_mirror: str | Path | None):
