@@ -24,10 +24,10 @@ The rules are data (:class:`Schema` and :class:`Rule`, one line per field) rathe
 validation library: pydantic and jsonschema are not installed on the GPU machine where
 ``python -m mnv3.publish`` runs, and the rules are few enough to read in one screen.
 
-Bounds (the largest value mnv3 writes in brackets): ``image_size`` 1 to
-:data:`~mnv3.experiments.MAX_IMAGE_SIZE` = 1024 px [224]; ``num_classes`` 1 to
-:data:`MAX_CLASSES` = 100,000 [100]; ``width_mult`` above 0, up to :data:`MAX_WIDTH` = 4 [1.0];
-``in_channels`` 1 or 3; ``num_batches_tracked`` 0 to :data:`MAX_BATCHES_TRACKED` = 10^12 [about
+Bounds (the largest value mnv3 writes in brackets), the same as training's, so that every record
+a training writes reads back: ``image_size`` 1 to :data:`~mnv3.experiments.MAX_IMAGE_SIZE` =
+1024 px [224]; ``num_classes`` 1 to :data:`MAX_CLASSES` = 100,000 [100]; ``width_mult`` above 0
+[1.0], and the model at most :data:`mnv3.spec.MAX_PARAMETERS` parameters; ``in_channels`` 1 or 3; ``num_batches_tracked`` 0 to :data:`MAX_BATCHES_TRACKED` = 10^12 [about
 10^5]; a JSON record at most :data:`MAX_RECORD_BYTES` = 1 MiB [about 5 KB], metrics.csv at most
 16 MiB [about 10 KB].
 """
@@ -48,11 +48,10 @@ from .spec import SpecError, check_size, show_value, spec_from_dict
 
 __all__ = [
     "RecordError", "Rule", "Schema", "RECORDS", "read_record", "check_record", "check_model_config", "check_state_dict",
-    "METRIC_FIELDS", "MAX_CLASSES", "MAX_WIDTH", "MAX_BATCHES_TRACKED", "MAX_RECORD_BYTES", "FOLDER_PREFIX",
+    "METRIC_FIELDS", "MAX_CLASSES", "MAX_BATCHES_TRACKED", "MAX_RECORD_BYTES", "FOLDER_PREFIX",
 ]  # fmt: skip
 
 MAX_CLASSES = 100_000  # ImageNet-21k has 21,841 classes
-MAX_WIDTH = 4.0  # the paper's widths are 0.35 to 1.25
 MAX_BATCHES_TRACKED = 10**12  # BatchNorm's step counter: 10^12 steps is beyond any training
 MAX_RECORD_BYTES = 2**20  # mnv3's JSON records are a few KB
 MAX_METRICS_BYTES = 16 * 2**20  # one short line per epoch
@@ -104,7 +103,8 @@ def number(low: float | None = None, high: float | None = None, *, above: bool =
         return (_is_number(v) and (low is None or (v > low if above else v >= low))
                 and (high is None or (v < high if below else v <= high)))
 
-    ends = ("(" if above else "[") + f"{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}" + (")" if below else "]")
+    ends = (("(" if above or low is None else "[") + f"{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}"
+            + (")" if below or high is None else "]"))
     return Rule(ok, f"a finite number in {ends}")
 
 
@@ -141,7 +141,7 @@ MODEL_CONFIG = Schema({
     "spec": OBJECT,  # checked row by row by mnv3.spec (check_model_config)
     "num_classes": integer(1, MAX_CLASSES),
     "in_channels": one_of(1, 3),
-    "width_mult": number(0.0, MAX_WIDTH, above=True),
+    "width_mult": number(0.0, above=True),  # and the parameter count within mnv3.spec's bound
     "dropout": number(0.0, 1.0, below=True),
     "drop_first_strides": integer(0, 64),  # and at most the spec's stride-2 layers (check_model_config)
 }, required=("spec", "num_classes", "in_channels", "width_mult", "dropout", "drop_first_strides"), strict=True)  # fmt: skip
@@ -155,7 +155,7 @@ DATASET_INFO = Schema({
 
 CONFIG = Schema({
     "dataset": DATASET, "image_size": IMAGE_SIZE, "model": MODEL_CONFIG, "dataset_info": DATASET_INFO,
-    "fields": Schema({"epochs": integer(1, 10**6), "arch": NAME, "width_mult": number(0.0, MAX_WIDTH, above=True)}),
+    "fields": Schema({"epochs": integer(1, 10**6), "arch": NAME, "width_mult": number(0.0, above=True)}),
     "experiment": NAME, "name": NAME, "profile": NAME, "seed": integer(0), "split_seed": integer(0),
     "train_samples": integer(0), "val_samples": integer(0), "world_size": integer(1), "device": TEXT,
     "data_root": optional(TEXT), "data_mirror": optional(TEXT), "command": TEXT, "overrides": OBJECT,

@@ -49,7 +49,8 @@ def edited(record: dict, path: str, value) -> dict:
 BAD = [
     # (file name, content, what the message must name)
     ("config.json", edited(SMALL_CONFIG, "model.num_classes", 0), ["'model.num_classes'", "0", "an integer from 1"]),
-    ("config.json", edited(SMALL_CONFIG, "model.width_mult", -0.5), ["'model.width_mult'", "-0.5", "(0, 4]"]),
+    ("config.json", edited(SMALL_CONFIG, "model.width_mult", -0.5), ["'model.width_mult'", "-0.5", "(0, inf)"]),
+    ("config.json", edited(SMALL_CONFIG, "model.width_mult", 40.0), ["'model.spec'", "parameters", "over the limit"]),
     ("config.json", edited(SMALL_CONFIG, "model.width_mult", float("nan")), ["'model.width_mult'", "NaN", "finite"]),
     ("config.json", edited(SMALL_CONFIG, "model.depth", 3), ["unknown field 'model.depth'", "allowed fields"]),
     ("config.json", edited(SMALL_CONFIG, "model.spec", ...), ["missing field 'model.spec'"]),
