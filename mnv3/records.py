@@ -123,6 +123,7 @@ def list_of(rule: Rule, *, min_len: int = 0, max_len: int | None = None) -> Rule
 
 
 TEXT = Rule(lambda v: isinstance(v, str), "a string")
+INTEGER = Rule(_is_int, "an integer")
 NAME = Rule(lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string")
 BOOL = Rule(lambda v: isinstance(v, bool), "true or false")
 OBJECT = Rule(lambda v: isinstance(v, dict), "a JSON object")
@@ -155,8 +156,8 @@ DATASET_INFO = Schema({
 
 CONFIG = Schema({
     "dataset": DATASET, "image_size": IMAGE_SIZE, "model": MODEL_CONFIG, "dataset_info": DATASET_INFO,
-    "fields": Schema({"epochs": integer(1, 10**6), "arch": NAME, "width_mult": number(0.0, above=True)}),
-    "experiment": NAME, "name": NAME, "profile": NAME, "seed": integer(0), "split_seed": integer(0),
+    "fields": Schema({"epochs": integer(1), "arch": NAME, "width_mult": number(0.0, above=True)}),
+    "experiment": NAME, "name": NAME, "profile": NAME, "seed": INTEGER, "split_seed": INTEGER,
     "train_samples": integer(0), "val_samples": integer(0), "world_size": integer(1), "device": TEXT,
     "data_root": optional(TEXT), "data_mirror": optional(TEXT), "command": TEXT, "overrides": OBJECT,
     "git_commit": optional(TEXT), "versions": OBJECT, "machine": OBJECT,

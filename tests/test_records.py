@@ -177,3 +177,13 @@ def test_the_original_project_is_named_rightly():
     for path in [*REPO.glob("mnv3/**/*.py"), REPO / "README.md", *REPO.glob("notebooks/*.ipynb")]:
         assert "keras" not in path.read_text(encoding="utf-8").lower(), path
     assert "PyTorch Lightning, January 2022" in Path(experiments.__file__).read_text()
+
+
+def test_what_training_and_publishing_write_reads_back(trained_run, tmp_path):
+    from mnv3.publish import publish_run
+
+    for name in ("config.json", "metrics.csv", "test.json"):
+        read_record(trained_run / name)
+    published = publish_run(trained_run, tmp_path / "published")
+    for name in ("config.json", "metrics.csv", "test.json", "final.json"):
+        read_record(published / name)
