@@ -561,10 +561,10 @@ def test_export_never_touches_a_file_it_did_not_write(trained_run, tmp_path, cap
     out.mkdir()
     (out / "model.onnx").write_text("mine")
     (out / ".notes.tmp").write_text("mine too")
-    (out / ".model.ptl.k3j2.tmp.ptl").write_bytes(b"")  # what a killed export leaves
+    (out / ".model.onnx.k3j2.tmp.onnx").write_bytes(b"")  # what a killed export leaves (the litter)
     assert ex.main([str(trained_run), "--formats", "ptl", "--skip-parity", "--out", str(out), "--threads", "1"]) == 0
     assert (out / "model.onnx").read_text() == "mine" and (out / ".notes.tmp").read_text() == "mine too"
-    assert not list(out.glob(".model.ptl.*.tmp*"))  # the killed export's temporary is gone
+    assert not list(out.glob(".model.onnx.*.tmp*"))  # the killed export's temporary is gone
     assert json.loads((out / "model.json").read_text())["files"] == {"ptl": "model.ptl"}
     # a format whose file would replace the user's is refused before any work
     before = {p.name: p.read_bytes() for p in out.iterdir()}
