@@ -93,6 +93,7 @@ def _is_number(v: Any) -> bool:
 
 
 def integer(low: int, high: int | None = None) -> Rule:
+    """An integer (not a bool) in [low, high]; ``high`` None: no upper end."""
     return Rule(lambda v: _is_int(v) and low <= v and (high is None or v <= high),
                 f"an integer from {low:,} to {high:,}" if high is not None else f"an integer of at least {low:,}")
 
@@ -109,14 +110,17 @@ def number(low: float | None = None, high: float | None = None, *, above: bool =
 
 
 def one_of(*values: Any) -> Rule:
+    """One of ``values``, of the same type (1 is not 1.0 nor true)."""
     return Rule(lambda v: any(v == x and type(v) is type(x) for x in values), f"one of {', '.join(map(repr, values))}")
 
 
 def optional(rule: Rule) -> Rule:
+    """null (None), or what ``rule`` allows."""
     return Rule(lambda v: v is None or rule.check(v), f"null or {rule.allowed}")
 
 
 def list_of(rule: Rule, *, min_len: int = 0, max_len: int | None = None) -> Rule:
+    """A JSON list of ``min_len`` to ``max_len`` items, each allowed by ``rule``."""
     count = f"{min_len} to {max_len}" if max_len is not None else f"at least {min_len}" if min_len else "any number of"
     return Rule(lambda v: isinstance(v, list) and min_len <= len(v) and (max_len is None or len(v) <= max_len)
                 and all(rule.check(x) for x in v), f"a list of {count} items, each {rule.allowed}")
