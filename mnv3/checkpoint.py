@@ -13,7 +13,6 @@ timm and Hugging Face use for committed weights; a legacy ``final.pt`` is still 
 from __future__ import annotations
 
 import dataclasses
-import json
 import pickle
 import zipfile
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 from .experiments import Experiment
 from .files import save_torch_atomic, write_bytes_atomic, write_json_atomic
 from .model import MobileNetV3, model_from_config
+from .records import check_model_config as check_model_fields, check_state_dict, read_record
 from .runs import load_record, run_state
 
 __all__ = [
@@ -76,6 +76,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
     Only tensors and plain Python data are unpickled (``weights_only=True``): a file that holds
     anything else (a crafted pickle that would run code, say) is refused before any of it runs.
+    Its model config is checked (:func:`mnv3.records.check_model_config`; RecordError).
     """
     path = Path(path)
     if not path.is_file():
@@ -104,6 +105,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     for key in ("model_config", "model"):
         if key not in payload:
             raise CheckpointError(f"{path}: checkpoint has no {key!r} entry; it was not written by mnv3.train.")
+    check_model_fields(payload["model_config"], str(path), "model_config")
     return payload
 
 
@@ -128,8 +130,9 @@ def load_weights(path: str | Path) -> dict[str, Any]:
     """Read published weights: ``{"model_config", "model", **provenance}`` like a checkpoint.
 
     ``path`` is a ``.safetensors`` file with its ``.json`` beside it, or a legacy ``final.pt``
-    (read with :func:`load_checkpoint`). Raises CheckpointError for a missing, damaged or
-    mismatched pair.
+    (read with :func:`load_checkpoint`). The ``.json`` is checked by :func:`mnv3.records.read_record`
+    (kind "weights"). Raises CheckpointError for a missing, damaged or mismatched pair, naming the
+    file and the field.
     """
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -140,12 +143,7 @@ def load_weights(path: str | Path) -> dict[str, Any]:
     sidecar = path.with_suffix(".json")
     if not path.is_file() or not sidecar.is_file():
         raise CheckpointError(f"{path}: published weights need both {path.name} and {sidecar.name}; one is missing.")
-    try:
-        meta = json.loads(sidecar.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{sidecar}: not valid JSON ({_first_line(err)}).") from None
-    if not isinstance(meta, dict) or meta.get("format") != WEIGHTS_FORMAT or "model_config" not in meta:
-        raise CheckpointError(f"{sidecar}: not an mnv3 weights description (needs format {WEIGHTS_FORMAT!r} and model_config).")
+    meta = read_record(sidecar, kind="weights")
     try:
         tensors = load(path.read_bytes())
     except (SafetensorError, ValueError, OSError) as err:
@@ -155,7 +153,8 @@ def load_weights(path: str | Path) -> dict[str, Any]:
 
 def evaluation_weights(payload: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The state dict to evaluate a checkpoint with: the weight EMA when training kept one
-    (``ema_decay`` > 0), else the trained weights."""
+    (``ema_decay`` > 0), else the trained weights. What it returns is checked when it is loaded
+    (:func:`model_with_weights`), so an ``ema`` entry that is not a state dict is refused there."""
     return payload["ema"] if payload.get("ema") is not None else payload["model"]
 
 
@@ -188,12 +187,12 @@ def check_model_config(found: dict[str, Any], expected: dict[str, Any], *, where
 
 
 def model_with_weights(model_config: dict[str, Any], state_dict: dict[str, torch.Tensor], *, where: str) -> MobileNetV3:
-    """``model_from_config`` with ``state_dict`` loaded (as fp32); CheckpointError when they do not fit."""
+    """``model_from_config`` with ``state_dict`` loaded (floating tensors as fp32); RecordError
+    when they do not fit: a missing or extra tensor, another shape, or a dtype that is not the
+    model's kind (an int8 or bool weight, a float step counter; :func:`mnv3.records.check_state_dict`)."""
     model = model_from_config(model_config)
-    try:
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()})
-    except RuntimeError as err:
-        raise CheckpointError(f"{where}: its weights do not fit its own model config ({_first_line(err)}); the file is damaged or mixed up.") from None
+    check_state_dict(state_dict, model, where)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()})
     return model
 
 
@@ -202,12 +201,13 @@ def load_run(run_dir: str | Path, which: str = "best", map_location: str | torch
 
     ``which`` is "best" (highest validation accuracy; a published run's ``final`` weights), "last"
     or "final". Raises CheckpointError when the folder has no config or weights, when the weights
-    file is unreadable or unsafe, or when it holds another model than ``config.json`` describes.
+    file is unreadable or unsafe, or when it holds another model than ``config.json`` describes;
+    RecordError (:mod:`mnv3.records`) when config.json, final.json or a tensor breaks its rules.
     """
     run_dir = Path(run_dir)
     if which not in _WEIGHT_FILES:
         raise ValueError(f"which must be one of {', '.join(_WEIGHT_FILES)}, got {which!r}.")
-    if not (run_dir / "config.json").is_file():
+    if not (run_dir / "config.json").exists():
         raise CheckpointError(f"{run_dir}: not a run folder (no config.json). Train one with python -m mnv3.train.")
     config = load_record(run_dir)
     path = weights_file(run_dir, which)
@@ -220,8 +220,7 @@ def load_run(run_dir: str | Path, which: str = "best", map_location: str | torch
             f"{run_dir}: no weights ({', '.join(_WEIGHT_FILES[which])} missing). {why}"
         )
     payload = load_weights(path) if path.suffix == ".safetensors" else load_checkpoint(path, map_location=map_location)
-    if "model" in config:
-        check_model_config(payload["model_config"], config["model"], where=str(path), expected_from=str(run_dir / "config.json"))
+    check_model_config(payload["model_config"], config["model"], where=str(path), expected_from=str(run_dir / "config.json"))
     return model_with_weights(payload["model_config"], evaluation_weights(payload), where=str(path)).eval(), config
 
 

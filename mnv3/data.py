@@ -34,7 +34,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .files import save_torch_atomic
+from .files import os_error_line, save_torch_atomic
 
 __all__ = [
     "DATASETS",
@@ -607,6 +607,9 @@ def main(argv: list[str] | None = None) -> int:
                       + ("" if name == "synthetic" else f" -> {Path(args.root) / 'cache' / f'{name}-{s}.pt'}"))
     except (DataUnavailableError, ValueError) as err:
         print(f"python -m mnv3.data: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"python -m mnv3.data: error: {os_error_line(err)}", file=sys.stderr)
         return 2
     return 0
 

@@ -11,7 +11,13 @@ from dataclasses import dataclass, field
 
 from .data import canonical_dataset_name
 
-__all__ = ["Experiment", "EXPERIMENTS", "PROFILES", "ORIGINAL_RESULTS", "ORIGINAL_SUMMARY", "get_experiment"]
+__all__ = ["Experiment", "EXPERIMENTS", "PROFILES", "ORIGINAL_RESULTS", "ORIGINAL_SUMMARY", "MAX_IMAGE_SIZE", "get_experiment"]
+
+# The largest input side, in pixels, that training, a run's records and the export accept. The paper
+# measures every model at 224 px (Howard et al. 2019, Tables 3-7) and the original project upsampled
+# CIFAR-10 to 224; 1024 px is 4.6 times that side (21 times the pixels, the activations and the
+# MACs), past any use of these models: a larger value is a typo (an extra zero), not a setting.
+MAX_IMAGE_SIZE = 1024
 
 
 def _field(default, help: str):
@@ -29,7 +35,7 @@ class Experiment:
     drop_first_strides: int = _field(0, "set the first N stride-2 layers (stem first) to 1; 2 = the original's CIFAR 'stride 1'")
     width_mult: float = _field(1.0, "the paper's width multiplier (channels rounded to multiples of 8)")
     dropout: float = _field(0.2, "dropout before the last layer")
-    image_size: int = _field(0, "input size in pixels; 0 = native (28/32), 224 = the original's bilinear upsampling. Folder datasets: each image is "
+    image_size: int = _field(0, f"input size in pixels, up to {MAX_IMAGE_SIZE}; 0 = native (28/32), 224 = the original's bilinear upsampling. Folder datasets: each image is "
                              "decoded once at this size by torchvision's Resize(N) then CenterCrop(N) (shorter side to N, bilinear, antialiased; "
                              "then the centre NxN); 0 = the images' own size when all are one square size")
     init: str = _field("", "start from weights (see mnv3.pretrained): a run folder, a .safetensors file, a torchvision MobileNetV3 state dict (.pth), "
@@ -70,6 +76,7 @@ RANGES = {
     "weight_decay": (0.0, float("inf"), True), "label_smoothing": (0.0, 1.0, True), "ema_decay": (0.0, 1.0, True),
     "cutout": (0, float("inf"), True), "epochs": (1, float("inf"), True), "batch_size": (1, float("inf"), True),
     "warmup_epochs": (0.0, float("inf"), True), "bn_momentum": (0.0, 1.0, True), "max_train_samples": (0, float("inf"), True),
+    # image_size is also at most MAX_IMAGE_SIZE: train says so with the memory it would need
     "features_lr_mult": (0.0, float("inf"), False), "image_size": (0, float("inf"), True), "val_fraction": (0.0, 1.0, True),
 }  # fmt: skip
 
@@ -102,7 +109,7 @@ _PROFILE_OVERRIDES = {
 
 EXPERIMENTS = tuple(_BASE)
 
-# The original project's results (Keras, 2019), quoted by the notebooks and the index.
+# The original project's results (PyTorch with PyTorch Lightning, January 2022), quoted by the notebooks and the index.
 ORIGINAL_RESULTS = {
     "mnist_small": "95%",
     "cifar10_small": "59%",

@@ -10,6 +10,10 @@ other settings never replaces the profile's result. ``--name`` chooses it explic
 - ``metrics.csv``: one row per epoch (:data:`METRIC_FIELDS`);
 - ``last.pt`` / ``best.pt``: checkpoints (best by validation accuracy; :mod:`mnv3.checkpoint`);
 - ``test.json``: the final test-set evaluation, written last: a folder with it is finished.
+
+Every reader here goes through :func:`mnv3.records.read_record`, which checks each field it reads
+and raises RecordError naming the file, the field and the value. The index and ``python -m
+mnv3.runs`` show a run whose records are damaged as unreadable, naming the file, and go on.
 """
 from __future__ import annotations
 
@@ -29,8 +33,9 @@ from typing import Any, Mapping, Sequence
 
 from .data import DATASET_NAMES
 from .experiments import EXPERIMENTS, Experiment, get_experiment
-from .files import write_json_atomic, write_text_atomic
+from .files import os_error_line, write_json_atomic, write_text_atomic
 from .paths import shown_path
+from .records import METRIC_FIELDS, RecordError, read_record
 
 __all__ = [
     "RunLockedError",
@@ -47,6 +52,7 @@ __all__ = [
     "load_test",
     "run_state",
     "find_runs",
+    "record_problem",
     "MissingRunError",
     "require_run",
     "train_hint",
@@ -154,8 +160,8 @@ class RunLock:
 # ============================================================================ the record
 
 
-# The record a training writes (train.py calls these, nothing else writes a run folder).
-METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "epoch_seconds", "images_per_sec"]
+# The record a training writes (train.py calls these, nothing else writes a run folder);
+# METRIC_FIELDS, metrics.csv's columns, comes from mnv3.records, which reads them back.
 
 
 def run_record(exp: Experiment, *, experiment: str, name: str, profile: str, seed: int, split_seed: int, image_size: int,
@@ -204,33 +210,38 @@ def write_test(run_dir: str | Path, result: dict[str, Any]) -> None:
 
 
 def load_record(run_dir: str | Path) -> dict[str, Any]:
-    """``config.json`` as a dict. Raises FileNotFoundError when the folder has none."""
-    return json.loads((Path(run_dir) / "config.json").read_text())
+    """``config.json`` as a dict, checked (:func:`mnv3.records.read_record`). Raises RecordError
+    naming the file when it is missing, damaged or holds a value outside its bounds."""
+    return read_record(Path(run_dir) / "config.json")
 
 
 # ============================================================================ readers
 
 
 def load_metrics(run_dir: str | Path):
-    """A run's ``metrics.csv`` as a DataFrame (one row per epoch), or None when there is none."""
+    """A run's ``metrics.csv`` as a DataFrame (one row per epoch, columns :data:`METRIC_FIELDS`),
+    or None when there is none. Raises RecordError naming the line and column of a bad value."""
     import pandas as pd
 
     path = Path(run_dir) / "metrics.csv"
-    if not path.is_file():
+    if not path.exists():
         return None
-    return pd.read_csv(path)
+    return pd.DataFrame(read_record(path), columns=METRIC_FIELDS).astype({"epoch": "int64"})
 
 
 def load_test(run_dir: str | Path) -> dict[str, Any] | None:
+    """A run's ``test.json`` (checked), or None when the run has none (it is not finished).
+    Raises RecordError naming the file and the field when it is damaged."""
     path = Path(run_dir) / "test.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_record(path) if path.exists() else None
 
 
 def run_state(run_dir: str | Path) -> dict[str, Any]:
     """Whether a run folder holds a result: {"status", "epochs_done", "epochs_planned", "label"}.
 
     status is "ok" (test.json: finished), "unfinished" (config.json but no test.json: stopped, or
-    still training) or "missing" (no config.json). epochs_done counts the rows of metrics.csv,
+    still training), "missing" (no config.json) or "unreadable" (config.json or metrics.csv is
+    damaged: the label names the file and the field; test.json's content is not read here). epochs_done counts the rows of metrics.csv,
     epochs_planned is config.json's ``fields.epochs`` (None when unknown). label is what the
     pages print: "finished", "no run folder", or for an unfinished run "unfinished (stopped at
     epoch 54 of 60)", the epoch it was in when it stopped (53 complete), or "validation only (...)"
@@ -239,11 +250,14 @@ def run_state(run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     state: dict[str, Any] = {"status": "missing", "epochs_done": 0, "epochs_planned": None, "label": "no run folder"}
     config_path = run_dir / "config.json"
-    if not config_path.is_file():
+    if not config_path.exists():
         return state
-    config = json.loads(config_path.read_text())
-    planned = config.get("fields", {}).get("epochs")
-    metrics = load_metrics(run_dir)
+    try:
+        config = load_record(run_dir)
+        planned = config.get("fields", {}).get("epochs")
+        metrics = load_metrics(run_dir)
+    except RecordError as err:
+        return {**state, "status": "unreadable", "label": f"unreadable: {err}"}
     done = 0 if metrics is None else len(metrics)
     state.update(epochs_done=done, epochs_planned=planned)
     if (run_dir / "test.json").is_file():
@@ -259,13 +273,25 @@ def run_state(run_dir: str | Path) -> dict[str, Any]:
     return {**state, "status": "unfinished", "label": label}
 
 
+def record_problem(run_dir: str | Path) -> str:
+    """Why a run folder's records cannot be read (RecordError's one line, naming the file as the
+    reports show paths, :func:`mnv3.paths.shown_path`), or ""."""
+    try:
+        load_record(run_dir), load_metrics(run_dir), load_test(run_dir)
+    except RecordError as err:
+        return str(err).replace(str(Path(run_dir)), shown_path(run_dir), 1)
+    return ""
+
+
 def find_runs(runs_dir: str | Path, experiments: Sequence[str]) -> tuple[dict[str, Path], list[str]]:
-    """(run folders that have metrics, the experiments without them). Unfinished runs (metrics, no
-    test.json) are among the first: the training pages draw their curves and label them."""
+    """(run folders that have metrics, the experiments without them or with a damaged record,
+    which :func:`missing_runs_markdown` names). Unfinished runs (metrics, no test.json) are among
+    the first: the training pages draw their curves and label them."""
     present, missing = {}, []
     for name in experiments:
         run_dir = Path(runs_dir) / name
-        (present.__setitem__(name, run_dir) if (run_dir / "metrics.csv").is_file() else missing.append(name))
+        ok = (run_dir / "metrics.csv").is_file() and not record_problem(run_dir)
+        (present.__setitem__(name, run_dir) if ok else missing.append(name))
     return present, missing
 
 
@@ -317,11 +343,13 @@ def train_command(experiment: str, profile: str, runs_dir: str | Path, *, data_r
 
 
 def missing_runs_markdown(missing: Sequence[str], profile: str, runs_dir: str | Path) -> str:
-    """A Markdown note naming the missing runs and the make target that produces them."""
+    """A Markdown note naming the missing runs and the make target that produces them, and the
+    runs whose records are damaged, with the file and the field."""
     if not missing:
         return ""
-    lines = [f"**Missing runs** in `{shown_path(runs_dir)}`:"]
-    lines += [f"- `{name}`: {train_hint(profile, name)}" for name in missing]
+    problems = {name: record_problem(Path(runs_dir) / name) if (Path(runs_dir) / name / "config.json").exists() else "" for name in missing}
+    lines = [f"**Missing{' or unreadable' if any(problems.values()) else ''} runs** in `{shown_path(runs_dir)}`:"]
+    lines += [f"- `{name}`: " + (f"unreadable: {problems[name]}" if problems[name] else train_hint(profile, name)) for name in missing]
     return "\n".join(lines)
 
 
@@ -361,21 +389,28 @@ def _cache_source(data_root: str | Path | None, name: str) -> str:
 def experiment_summary(run_dir: str | Path, data_root: str | Path | None = None) -> dict[str, Any]:
     """One row of the index's table, read from a run folder.
 
-    Keys: experiment, status ("ok", "missing": no run folder, "unfinished": no test.json), label
+    Keys: experiment, status ("ok", "missing": no run folder, "unfinished": no test.json,
+    "unreadable": a damaged record, with only the label, which names the file), label
     (:func:`run_state`'s, e.g. "unfinished (stopped at epoch 54 of 60)"), dataset, arch,
     image_size, epochs (planned), train_images, test_accuracy (finished runs only), parameters,
     macs (per image, at the run's image size, see mnv3.summary), train_seconds,
     seconds_per_epoch, device.
     """
+    run_dir = Path(run_dir)
+    row: dict[str, Any] = {"experiment": run_dir.name, "status": "missing"}
+    if not (run_dir / "config.json").exists():
+        return row
+    try:
+        return _summary(run_dir, row, data_root)
+    except RecordError:
+        return {**row, "status": "unreadable", "label": f"unreadable: {record_problem(run_dir)}"}
+
+
+def _summary(run_dir: Path, row: dict[str, Any], data_root: str | Path | None) -> dict[str, Any]:
     from .model import model_from_config
     from .summary import summarize, totals
 
-    run_dir = Path(run_dir)
-    row: dict[str, Any] = {"experiment": run_dir.name, "status": "missing"}
-    config_path = run_dir / "config.json"
-    if not config_path.is_file():
-        return row
-    config = json.loads(config_path.read_text())
+    config = load_record(run_dir)
     model_config = config["model"]
     model = model_from_config(model_config)
     table = totals(summarize(model, int(config["image_size"])))
@@ -397,9 +432,8 @@ def experiment_summary(run_dir: str | Path, data_root: str | Path | None = None)
         row["seconds_per_epoch"] = float(metrics["epoch_seconds"].mean())
     state = run_state(run_dir)
     row.update(label=state["label"], epochs_done=state["epochs_done"])
-    test_path = run_dir / "test.json"
-    if test_path.is_file():
-        test = json.loads(test_path.read_text())
+    test = load_test(run_dir)
+    if test is not None:
         row.update(
             status="ok",
             test_accuracy=test["test_accuracy"],
@@ -425,7 +459,7 @@ def runs_table(runs: Mapping[str, Path], data_root: str | Path | None = None):
 
     rows = []
     for name, run_dir in runs.items():
-        config = json.loads((run_dir / "config.json").read_text())
+        config = load_record(run_dir)
         metrics = load_metrics(run_dir)
         test = load_test(run_dir)
         state = run_state(run_dir)
@@ -492,7 +526,7 @@ def plot_curves(runs: Mapping[str, Path], *, title: str = "", labels: Mapping[st
 def training_budget(run_dir: str | Path) -> dict[str, Any]:
     """What a run trained on: {"epochs", "train_images", "images_seen"}; epochs counts the rows of
     metrics.csv (the epochs actually trained), train_images is per epoch (config.json)."""
-    config = json.loads((Path(run_dir) / "config.json").read_text())
+    config = load_record(run_dir)
     metrics = load_metrics(run_dir)
     epochs = 0 if metrics is None else len(metrics)
     images = config.get("train_samples")
@@ -555,13 +589,18 @@ def ablation_rows(folder: str | Path) -> list[dict[str, Any]]:
     accuracy (and epoch), epochs done of planned, training seconds and :func:`run_state` label.
     A run with a ``flip_tta.json`` (:data:`FLIP_TTA_FILE`) adds a row for its best checkpoint evaluated with
     flip TTA, which is evaluation only: the same weights, no training of its own.
-    The validation split chooses; the test set is not read."""
+    The validation split chooses; the test set is not read. A run whose config.json or
+    metrics.csv is damaged gets a row whose state says "unreadable", naming the file."""
     rows = []
     folder = Path(folder)
-    configs = [folder / "config.json"] if (folder / "config.json").is_file() else sorted(folder.glob("*/config.json"))
+    configs = [folder / "config.json"] if (folder / "config.json").exists() else sorted(folder.glob("*/config.json"))
     for config_path in configs:
-        config = load_record(config_path.parent)
-        metrics = load_metrics(config_path.parent)
+        try:
+            config, metrics = load_record(config_path.parent), load_metrics(config_path.parent)
+        except RecordError as err:
+            rows.append({"name": config_path.parent.name, "experiment": None, "overrides": {}, "seed": None, "best_val_acc": None,
+                         "best_epoch": None, "epochs_done": None, "epochs": None, "train_seconds": None, "state": f"unreadable: {err}"})
+            continue
         best = None if metrics is None or metrics.empty else metrics.loc[metrics["val_acc"].idxmax()]
         rows.append({
             "name": config_path.parent.name,
@@ -571,7 +610,7 @@ def ablation_rows(folder: str | Path) -> list[dict[str, Any]]:
             "best_val_acc": float(best["val_acc"]) if best is not None else None,
             "best_epoch": int(best["epoch"]) if best is not None else None,
             "epochs_done": 0 if metrics is None else len(metrics),
-            "epochs": config["fields"]["epochs"],
+            "epochs": config.get("fields", {}).get("epochs"),
             "train_seconds": 0.0 if metrics is None else float(metrics["epoch_seconds"].sum()),
             "state": run_state(config_path.parent)["label"],
         })  # fmt: skip
@@ -597,12 +636,14 @@ def ablation_table(rows: list[dict[str, Any]]) -> str:
              "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for r in sorted(rows, key=lambda r: (r["experiment"] or "", -(r["best_val_acc"] or 0))):
         changed = {**r["overrides"], **({"seed": r["seed"]} if r["seed"] else {})}
-        change = ", ".join(f"{k}={v}" for k, v in changed.items()) or "the profile's own"
-        val = f"{100 * r['best_val_acc']:.2f}% ({r['best_epoch']})" if r["best_val_acc"] is not None else "none yet"
-        host_copies = r["overrides"].get("auto_augment", "none") != "none"
-        lines.append(f"| {r['name']} | {r['experiment']} | {change} | {val} | {r['epochs_done']} of {r['epochs']} | "
-                     f"{r['train_seconds']:.0f}{' (a)' if host_copies else ''} | {r['state']} |")
-    if any(r["overrides"].get("auto_augment", "none") != "none" for r in rows):
+        unreadable = r["state"].startswith("unreadable")
+        change = "-" if unreadable else ", ".join(f"{k}={v}" for k, v in changed.items()) or "the profile's own"
+        val = f"{100 * r['best_val_acc']:.2f}% ({r['best_epoch']})" if r["best_val_acc"] is not None else "-" if unreadable else "none yet"
+        host_copies = (r["overrides"] or {}).get("auto_augment", "none") != "none"
+        seconds = "-" if r["train_seconds"] is None else f"{r['train_seconds']:.0f}{' (a)' if host_copies else ''}"
+        epochs = "-" if r["epochs_done"] is None else f"{r['epochs_done']} of {r['epochs'] or '?'}"
+        lines.append(f"| {r['name']} | {r['experiment'] or '-'} | {change} | {val} | {epochs} | {seconds} | {r['state']} |")
+    if any((r["overrides"] or {}).get("auto_augment", "none") != "none" for r in rows):
         lines.append("\n(a) " + AUTO_AUGMENT_NOTE)
     return "\n".join(lines)
 
@@ -620,7 +661,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--save", metavar="PREFIX", help="also write PREFIX.md (the table) and PREFIX.json (the rows), each "
                         "atomically, e.g. --save gpu-out/sweep (scripts/gpu_sweep.sh rewrites them after every candidate)")
     args = parser.parse_args(argv)
-    rows = ablation_rows(args.folder)
+    try:
+        rows = ablation_rows(args.folder)
+    except OSError as err:
+        raise SystemExit(f"error: {os_error_line(err)}") from None
     if not rows:
         raise SystemExit(f"error: no run folders (NAME/config.json) in {args.folder}")
     if args.save:

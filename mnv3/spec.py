@@ -34,7 +34,7 @@ from .layers import make_divisible
 __all__ = [
     "SpecError", "StemSpec", "BlockSpec", "HeadSpec", "ModelSpec", "load_spec", "spec_from_dict",
     "estimate_parameters", "check_size", "BUILTIN_SPECS", "MAX_KERNEL", "MAX_CHANNELS", "MAX_BLOCKS",
-    "MAX_PARAMETERS", "MAX_SPEC_BYTES",
+    "MAX_PARAMETERS", "MAX_SPEC_BYTES", "show_value",
 ]  # fmt: skip
 
 SPEC_DIR = Path(__file__).parent / "specs"
@@ -97,7 +97,7 @@ class ModelSpec:
         }
 
 
-def _show(value: Any, limit: int = 80) -> str:
+def show_value(value: Any, limit: int = 80) -> str:
     """A found value as the message shows it: JSON where possible, else Python's repr, cut to
     ``limit`` characters so that one line stays one line."""
     try:
@@ -145,7 +145,7 @@ _TOP_LEVEL = {"name", "stem", "blocks", "head", "paper_table", "notes"}
 def _parse_section(obj: Any, kind: str, where: str, source: str):
     cls, fields = _SECTIONS[kind]
     if not isinstance(obj, dict):
-        raise SpecError(f"{source}: {where}: expected a JSON object with fields {list(fields)}, found {_show(obj)}.")
+        raise SpecError(f"{source}: {where}: expected a JSON object with fields {list(fields)}, found {show_value(obj)}.")
     for key in obj:
         if key not in fields:
             raise SpecError(f"{source}: {where}: unknown field {key!r:.80}; allowed fields are {list(fields)}.")
@@ -154,7 +154,7 @@ def _parse_section(obj: Any, kind: str, where: str, source: str):
             raise SpecError(f"{source}: {where}: missing field {key!r}; add it ({_RULES[key][1]}).")
         check, allowed = _RULES[key]
         if not check(obj[key]):
-            raise SpecError(f"{source}: {where}: field {key!r} is {_show(obj[key])}; allowed: {allowed}.")
+            raise SpecError(f"{source}: {where}: field {key!r} is {show_value(obj[key])}; allowed: {allowed}.")
     return cls(**{k: obj[k] for k in fields})
 
 
@@ -173,10 +173,10 @@ def spec_from_dict(data: Any, source: str = "<dict>") -> ModelSpec:
         if key not in data:
             raise SpecError(f"{source}: missing top-level field {key!r}.")
     if not isinstance(data["name"], str) or not data["name"]:
-        raise SpecError(f"{source}: field 'name' is {_show(data['name'])}; allowed: a non-empty string.")
+        raise SpecError(f"{source}: field 'name' is {show_value(data['name'])}; allowed: a non-empty string.")
     blocks = data["blocks"]
     if not isinstance(blocks, list):
-        raise SpecError(f"{source}: field 'blocks' is {_show(blocks)}; allowed: a list of bneck rows.")
+        raise SpecError(f"{source}: field 'blocks' is {show_value(blocks)}; allowed: a list of bneck rows.")
     if not blocks:
         raise SpecError(f"{source}: field 'blocks' is an empty list; a network needs at least one bneck row.")
     if len(blocks) > MAX_BLOCKS:

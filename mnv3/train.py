@@ -32,14 +32,17 @@ from tqdm.auto import tqdm
 from .augment import prepare_batch
 from .checkpoint import CheckpointError, best_epoch_of, check_resume, evaluation_weights, load_checkpoint, repair_checkpoints, save_checkpoint
 from .data import DataUnavailableError, dataset_info, ensure_splits, load_split, train_val_split
+from .files import os_error_line
 from .experiments import EXPERIMENTS, PROFILES, Experiment, get_experiment
 from .files import remove_stale_temporaries
 from .imagefolder import dataset_record, is_folder_dataset, open_folder_dataset
 from .pretrained import start_from
 from .model import build_model
 from .runs import RunLock, RunLockedError, load_record, overrides, run_name, run_record, write_metrics, write_record, write_test
+from .records import check_state_dict
 from .spec import SpecError
 from .step import EpochMetrics, epoch_batches, make_trainer, resolve_device, run_step
+from .summary import check_training_memory
 
 __all__ = ["main", "train", "evaluate", "NonFiniteLossError"]
 
@@ -204,6 +207,7 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
     if exp.batch_size % world_size:
         raise ValueError(f"batch_size {exp.batch_size} must be divisible by the number of processes ({world_size}).")
     local_batch = exp.batch_size // world_size
+    check_training_memory(exp, dataset_info(exp.dataset), device, local_batch)  # before any folder or data
 
     # --- the run folder: one training at a time, and a run is only ever continued by --resume
     lock = RunLock(run_dir).acquire() if is_main else None
@@ -222,6 +226,8 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
                 )
             if args.resume and not (run_dir / "last.pt").is_file():
                 raise CheckpointError(f"{run_dir / 'last.pt'}: nothing to resume. Start the run without --resume.")
+            if args.resume and (run_dir / "config.json").exists():
+                load_record(run_dir)  # a damaged config.json is refused now, not after the training it would end
 
         # --- data: the whole split lives on the training device as uint8; batches are slices of it
         folder = open_folder_dataset(exp.dataset, image_size=exp.image_size, val_fraction=exp.val_fraction, skip_bad=exp.skip_bad_images,
@@ -276,6 +282,8 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
                 dist.barrier()  # every rank reads last.pt as rank 0 left it
             state = load_checkpoint(last_path, map_location=device)
             check_resume(state, last_path, fields, launch, model_config)
+            for key in ("model", "ema") if ema is not None else ("model",):  # refused, not cast: mnv3.records
+                check_state_dict(state[key], model, f"{last_path} ({key})")
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -509,8 +517,8 @@ def main(argv: list[str] | None = None) -> Path:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return train(args, exp)
-    except (DataUnavailableError, CheckpointError, RunLockedError, SpecError, NonFiniteLossError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (DataUnavailableError, CheckpointError, RunLockedError, SpecError, NonFiniteLossError, ValueError, OSError) as err:
+        print(f"error: {os_error_line(err) if isinstance(err, OSError) else err}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -154,3 +155,32 @@ def digits_assets(digits_run, digits_export, tmp_path_factory) -> Path:
     assets = tmp_path_factory.mktemp("app-assets")
     make_android_assets(custom_run=digits_run, assets_dir=assets, n_images=10, log=None)
     return assets
+
+
+@pytest.fixture
+def read_only_dir(tmp_path) -> Path:
+    """A folder where nothing can be created: mode 0555 for a normal user; for root, who ignores
+    permission bits, /sys, which the kernel keeps unwritable (CI runs as either)."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "read-only"
+        folder.mkdir()
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    folder = Path("/sys")
+    try:
+        (folder / "mnv3-write-probe").mkdir()
+    except OSError:
+        yield folder
+        return
+    pytest.fail("/sys accepted a new folder: no read-only folder to test with here")
+
+
+@pytest.fixture(scope="session")
+def headless_browser() -> str:
+    """A headless Chromium or Chrome (.ci/run installs Debian's chromium; GitHub's runners have Chrome)."""
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    pytest.skip("no headless browser: install Debian's chromium (apt-get install chromium)")

@@ -140,7 +140,7 @@ def test_frontier_reads_trained_runs(tmp_path):
     run.mkdir()
     (run / "config.json").write_text(json.dumps({
         "experiment": "mnist_small", "dataset": "mnist", "image_size": 28, "profile": "quick",
-        "model": {"spec": {"name": "mobilenet_v3_small"}, "width_mult": 1.0, "drop_first_strides": 0},
+        "model": json.loads((REPO / "reports/full/runs/mnist_small/config.json").read_text())["model"],  # what train records
     }))  # fmt: skip
     (run / "test.json").write_text(json.dumps({"test_accuracy": 0.987, "epochs": 3}))
     (tmp_path / "unfinished").mkdir()
@@ -258,3 +258,12 @@ def test_config_json_holds_no_absolute_cache_path(tmp_path, monkeypatch):
     for committed in sorted((REPO / "reports" / "bench").glob("*.json")):
         config = json.loads(committed.read_text())["config"]
         assert not Path(config.get("cache_dir", "")).is_absolute(), committed.name
+
+
+def test_frontier_names_a_run_whose_records_are_damaged(tmp_path, capsys):
+    run = tmp_path / "mnist_small"
+    run.mkdir()
+    (run / "config.json").write_text((REPO / "reports/full/runs/mnist_small/config.json").read_text())
+    (run / "test.json").write_text(json.dumps({"test_accuracy": "98.7%"}))
+    assert bench.find_trained_runs(tmp_path) == []
+    assert "test.json: field 'test_accuracy' is \"98.7%\"" in capsys.readouterr().err

@@ -17,11 +17,17 @@ FRONTIER = {"results": [
 ]}  # fmt: skip
 
 
+# The model configs mnv3.train records for these datasets (Small, 10 classes; 1 or 3 channels).
+COMMITTED = Path(__file__).resolve().parents[1] / "reports" / "full" / "runs"
+MODELS = {d: json.loads((COMMITTED / run / "config.json").read_text())["model"] for d, run in (("mnist", "mnist_small"), ("cifar10", "cifar10_small_s2"))}
+
+
 def fake_run(root: Path, name: str, *, finished: bool, dataset: str = "cifar10", mirror: bool = False) -> Path:
     """A run folder as mnv3.train leaves it: config.json, and test.json once finished."""
     run = root / name
     run.mkdir(parents=True)
-    config = {"experiment": name, "dataset": dataset, "image_size": 32, "fields": {"epochs": 1, "arch": "small", "width_mult": 1.0}}
+    config = {"experiment": name, "dataset": dataset, "image_size": 32, "fields": {"epochs": 1, "arch": "small", "width_mult": 1.0},
+              "model": MODELS[dataset]}
     if mirror:
         config["data_mirror"] = "../shared/datasets"
     (run / "config.json").write_text(json.dumps(config))

@@ -19,6 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from damage import DAMAGES, damaged_copy
 from export_fixtures import needs_export_extras
 
 from mnv3 import export as ex
@@ -549,3 +550,130 @@ def test_int8_keeps_the_asked_layers_in_fp32_inside_the_delegate(tmp_path):
     assert ex.fp32_module_names(small, ["classifier"]) == ["model.classifier"]
     with pytest.raises(ex.ExportError, match="valid: se, classifier, first_block, or a module name"):
         ex.fp32_module_names(small, ["hardsigmoid"])
+
+
+# ----------------------------------------------------------------------------- the folder: whole reports, owned files (issue 22)
+
+
+def test_export_never_touches_a_file_it_did_not_write(trained_run, tmp_path, capsys):
+    # Case 3: `--out DIR` deleted the user's own model.onnx as "not part of this export".
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "model.onnx").write_text("mine")
+    (out / ".notes.tmp").write_text("mine too")
+    (out / ".model.onnx.k3j2.tmp.onnx").write_bytes(b"")  # what a killed export leaves (the issue's litter)
+    assert ex.main([str(trained_run), "--formats", "ptl", "--skip-parity", "--out", str(out), "--threads", "1"]) == 0
+    assert (out / "model.onnx").read_text() == "mine" and (out / ".notes.tmp").read_text() == "mine too"
+    assert not list(out.glob(".model.onnx.*.tmp*"))  # the killed export's temporary is gone
+    assert json.loads((out / "model.json").read_text())["files"] == {"ptl": "model.ptl"}
+    # a format whose file would replace the user's is refused before any work
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert ex.main([str(trained_run), "--formats", "onnx,ptl", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "model.onnx is not from an mnv3 export" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_a_killed_re_export_never_leaves_a_report_of_other_files(exported, tmp_path, monkeypatch):
+    # Case 4: a re-export killed while parity ran left the old parity.json (listing a model_int8.pte
+    # that was deleted, with "failures": []) beside the new model.json, and notebook 06 showed it.
+    from mnv3.export import readers, run as run_module
+
+    run = copy_run(exported.run, tmp_path / "runs" / "mnist_small", with_export=True)
+    out = run / "export"
+    assert (out / "parity.json").is_file() and (out / "model_int8.pte").is_file()
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    # killed while writing the files: the old model.json and reports are already gone
+    monkeypatch.setattr(run_module, "export_ptl", killed)
+    with pytest.raises(KeyboardInterrupt):
+        ex.export_run(run, formats="ptl", threads=1, log=None)
+    assert not any((out / name).exists() for name in ("parity.json", "parity.md", "model.json"))
+    monkeypatch.undo()
+    # killed while the parity report is computed: model.json describes the new files, no report does
+    monkeypatch.setattr(run_module, "_parity", killed)
+    with pytest.raises(KeyboardInterrupt):
+        ex.export_run(run, formats="ptl", threads=1, log=None)
+    assert not (out / "parity.json").exists() and not (out / "parity.md").exists()
+    assert json.loads((out / "model.json").read_text())["files"] == {"ptl": "model.ptl"}
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["model.json", "model.ptl"]
+    with pytest.raises(readers.MissingExportError):
+        readers.require_export(run.parent, "mnist_small", "quick")
+    assert readers.load_export(out)["parity"] is None
+
+
+TINY_SPEC = {"name": "tiny", "stem": {"kernel": 3, "out": 8, "nl": "HS", "stride": 2},
+             "blocks": [{"kernel": 3, "exp_size": 16, "out": 8, "se": True, "nl": "RE", "stride": 2}],
+             "head": {"out": 16, "nl": "HS", "hidden": 32}}  # fmt: skip
+
+
+def test_an_input_size_other_than_the_datasets_exports_int8_and_checks_parity(tmp_path):
+    # Case 5: --input-size 32 crashed in the int8 path (the graph was calibrated, and so
+    # specialised, at the dataset's 28 px: "Guard failed: x.size()[2] == 28"). A one-block
+    # network of our own spec takes the same path as MobileNetV3 and lowers in seconds.
+    from mnv3.train import main as train_main
+
+    needs_export_extras()
+    (tmp_path / "tiny.json").write_text(json.dumps(TINY_SPEC))
+    run = train_main(["--experiment", "mnist_small", "--arch", str(tmp_path / "tiny.json"), "--name", "tiny", "--dataset", "synthetic",
+                      "--epochs", "1", "--max-train-samples", "256", "--batch-size", "64", "--threads", "1", "--out", str(tmp_path)])
+    summary = ex.export_run(run, tmp_path / "e32", formats="pte-int8", input_size=32, calibration_batches=2, calibration_batch_size=16,
+                            parity_samples=16, eval_batch_size=1, threads=1, log=None)  # fmt: skip
+    assert ex.PteRunner(summary["files"]["pte-int8"]).input_shape == (1, 1, 32, 32)
+    assert summary["manifest"]["input"]["shape"] == [1, 1, 32, 32] and summary["manifest"]["model"]["trained_image_size"] == 28
+    report = json.loads((tmp_path / "e32" / "parity.json").read_text())  # parity ran on test images resized to 32
+    rows = {r["artefact"]: r for r in report["rows"]}
+    assert set(rows) == {"eager", "pte-int8"} and report["test_images"] == 512 and rows["pte-int8"]["max_abs_logit_diff"] < 0.05
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--input-size", "5000"], "expected a positive integer up to 1024, got 5000"),
+    (["--input-size", "0"], "expected a positive integer up to 1024, got 0"),
+])  # fmt: skip
+def test_input_sizes_out_of_bounds_are_refused_by_the_command_line(trained_run, capsys, argv, words):
+    with pytest.raises(SystemExit) as refused:
+        ex.main([str(trained_run), *argv])
+    assert refused.value.code == 2 and words in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", DAMAGES)
+def test_bad_records_are_refused_before_any_file_is_written(trained_run, tmp_path, capsys, name):
+    damage, words = DAMAGES[name]
+    run = damaged_copy(trained_run, tmp_path / "damaged", **damage)
+    assert ex.main([str(run), "--formats", "pte", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and words in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_published_weights_with_a_bad_model_config_or_an_ema_are_refused(trained_run, tmp_path, capsys):
+    from mnv3.publish import publish_run
+
+    published = publish_run(trained_run, tmp_path / "published")
+    meta = json.loads((published / "final.json").read_text())
+    for bad, words in (({**meta, "ema": {"x": 1}}, "field 'ema' is not allowed"),
+                       ({**meta, "model_config": {**meta["model_config"], "width_mult": -1}}, "'model_config.width_mult' is -1")):
+        (published / "final.json").write_text(json.dumps(bad))
+        assert ex.main([str(published), "--formats", "pte", "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert words in err and "Traceback" not in err, err
+
+
+def test_export_to_a_file_or_a_read_only_folder_is_one_line(trained_run, tmp_path, read_only_dir, capsys):
+    (tmp_path / "a_file").write_text("x")
+    for out, words in ((tmp_path / "a_file", "a file stands where the export folder would go"), (read_only_dir, str(read_only_dir))):
+        assert ex.main([str(trained_run), "--formats", "ptl", "--skip-parity", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and words in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_run_on_a_dataset_this_export_cannot_load_is_one_line(trained_run, tmp_path, capsys):
+    # An image-folder run (--dataset folder:PATH) whose folder is not there: refused in one line.
+    info = {"classes": [f"class {i}" for i in range(10)], "in_channels": 1, "mean": [0.5], "std": [0.25]}
+    run = damaged_copy(trained_run, tmp_path / "run", config=lambda c: c.update(dataset="folder:no/such/photos", dataset_info=info))
+    assert ex.main([str(run), "--formats", "pte", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "folder" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()

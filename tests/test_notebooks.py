@@ -322,17 +322,10 @@ def test_pages_and_executed_notebooks_show_no_absolute_paths(report_run):
             assert not _absolute_mentions(text, path), (file.name, _absolute_mentions(text, path)[:3])
 
 
-def _browser() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
-        if shutil.which(name):
-            return shutil.which(name)
-    pytest.skip("no headless browser: install Debian's chromium (apt-get install chromium) to check the formulas render")
-
-
-def test_formulas_render_offline_in_a_browser(report_run, tmp_path):
+def test_formulas_render_offline_in_a_browser(report_run, tmp_path, headless_browser):
     # The nonlinearities page holds the paper's formulas. Rendered by a browser without network,
     # they must be MathML elements, not raw LaTeX: the visible text holds no $$ and no \frac.
-    browser = _browser()
+    browser = headless_browser
     html_page = report_run["out"] / "01_nonlinearities.html"
     source = html_page.read_text(encoding="utf-8")
     assert "mathjax" not in source.lower()  # no script fetched from a CDN

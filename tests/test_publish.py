@@ -7,6 +7,8 @@ import shutil
 import pytest
 import torch
 
+from damage import DAMAGES, damaged_copy
+
 from mnv3.checkpoint import CheckpointError, load_run, load_weights
 from mnv3.publish import main, publish_run
 
@@ -58,3 +60,88 @@ def test_unfinished_run_is_refused(trained_run, tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:
         main([str(partial), str(tmp_path / "out")])
     assert stopped.value.code == 2 and "not a finished run" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- whole or not at all
+
+
+def files_of(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def stopped_copy(run, dest):
+    """The same run as a time limit leaves it: config.json and metrics.csv, no test.json, no weights."""
+    dest.mkdir(parents=True)
+    for name in ("config.json", "metrics.csv"):
+        shutil.copy(run / name, dest / name)
+    return dest
+
+
+def test_unfinished_publish_over_a_finished_run_is_refused_or_replaces_it_whole(trained_run, tmp_path, capsys):
+    # Case 1 of issue 22: the old test.json and weights stayed beside the new config, and the
+    # folder read as a finished run with another run's weights.
+    dest = tmp_path / "published"
+    publish_run(trained_run, dest / "mnist_small")
+    before = files_of(dest)
+    stopped = stopped_copy(trained_run, tmp_path / "stopped" / "mnist_small")
+    with pytest.raises(SystemExit) as refused:
+        main(["--unfinished", str(stopped), str(dest)])
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and "already holds a run" in err and "--replace" in err and "Traceback" not in err
+    assert files_of(dest) == before  # nothing of the old run changed
+    main(["--unfinished", "--replace", str(stopped), str(dest)])
+    assert sorted(files_of(dest)) == ["mnist_small/config.json", "mnist_small/metrics.csv"]
+    with pytest.raises(CheckpointError, match="no weights"):
+        load_run(dest / "mnist_small")
+    assert [p.name for p in dest.iterdir()] == ["mnist_small"]  # no staging folder left
+
+
+def test_replace_takes_the_whole_old_run_away(trained_run, tmp_path):
+    # Case 2: another run's train.log and export/ stayed beside the newly published one.
+    dest = tmp_path / "mnist_small"
+    dest.mkdir()
+    (dest / "config.json").write_text("{}")
+    (dest / "train.log").write_text("the other run's log")
+    (dest / "export").mkdir()
+    (dest / "export" / "model.pte").write_bytes(b"the other run's program")
+    with pytest.raises(CheckpointError, match="already holds a run"):
+        publish_run(trained_run, dest)
+    assert (dest / "train.log").read_text() == "the other run's log"
+    publish_run(trained_run, dest, replace=True)
+    assert {p.name for p in dest.iterdir()} == {"config.json", "metrics.csv", "test.json", "final.safetensors", "final.json"}
+    # --replace never deletes a folder that is not a run, nor publishes a run into itself
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "mine.txt").write_text("mine")
+    with pytest.raises(CheckpointError, match="not a run folder"):
+        publish_run(trained_run, tmp_path / "notes", replace=True)
+    with pytest.raises(CheckpointError, match="the run folder itself"):
+        publish_run(dest, dest, replace=True)
+    assert (tmp_path / "notes" / "mine.txt").read_text() == "mine" and (dest / "final.safetensors").is_file()
+
+
+@pytest.mark.parametrize("name", DAMAGES)
+def test_bad_records_are_refused_before_anything_is_published(trained_run, tmp_path, capsys, name):
+    damage, words = DAMAGES[name]
+    run = damaged_copy(trained_run, tmp_path / "damaged", **damage)
+    with pytest.raises(SystemExit) as refused:
+        main([str(run), str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and words in err and "Traceback" not in err, err
+    assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1
+    assert not (tmp_path / "out" / "damaged").exists()
+
+
+def test_published_weights_with_an_injected_ema_are_refused(trained_run, tmp_path, capsys):
+    dest = publish_run(trained_run, tmp_path / "pub" / "mnist_small")
+    meta = json.loads((dest / "final.json").read_text())
+    (dest / "final.json").write_text(json.dumps({**meta, "ema": {"classifier.3.weight": [0.0]}}))
+    with pytest.raises(SystemExit):
+        main([str(dest), str(tmp_path / "again")])
+    assert "final.json: field 'ema' is not allowed here" in capsys.readouterr().err
+
+
+def test_a_read_only_destination_is_one_line(trained_run, read_only_dir, capsys):
+    with pytest.raises(SystemExit) as refused:
+        main([str(trained_run), str(read_only_dir)])
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and err.startswith(f"error: {read_only_dir}") and "Traceback" not in err, err

@@ -17,16 +17,18 @@ from mnv3.mathml import latex_to_mathml, markdown_with_mathml
 REPO = Path(__file__).resolve().parents[1]
 NAMES = [str(i) for i in range(10)]
 METRICS_HEADER = "epoch,lr,train_loss,train_acc,val_loss,val_acc,epoch_seconds,images_per_sec\n"
+MODEL_CONFIG = json.loads((REPO / "reports/full/runs/cifar10_small_s2/config.json").read_text())["model"]  # CIFAR-10 Small
 
 
 def fake_run(root: Path, name: str, *, epochs_done: int, epochs_planned: int, train_samples: int, finished: bool) -> Path:
     """A run folder as mnv3.train leaves it: config.json, metrics.csv, and test.json when finished."""
     run = root / name
     run.mkdir(parents=True)
-    config = {"experiment": name, "dataset": "cifar10", "image_size": 32, "train_samples": train_samples,
+    config = {"experiment": name, "dataset": "cifar10", "image_size": 32, "train_samples": train_samples, "model": MODEL_CONFIG,
               "fields": {"epochs": epochs_planned, "arch": "small", "width_mult": 1.0}}
     (run / "config.json").write_text(json.dumps(config))
-    rows = [f"{e},0.1,{2 - 0.1 * e},{0.3 + 0.05 * e},{1.9 - 0.1 * e},{0.35 + 0.05 * e},10.0,100.0\n" for e in range(1, epochs_done + 1)]
+    rows = [f"{e},0.1,{max(0.05, 2 - 0.1 * e)},{min(0.99, 0.3 + 0.05 * e)},{max(0.05, 1.9 - 0.1 * e)},{min(0.99, 0.35 + 0.05 * e)},10.0,100.0\n"
+            for e in range(1, epochs_done + 1)]  # accuracies in [0, 1] and losses >= 0, as mnv3.records requires
     (run / "metrics.csv").write_text(METRICS_HEADER + "".join(rows))
     if finished:
         (run / "test.json").write_text(json.dumps({"test_accuracy": 0.5, "epochs": epochs_done}))
@@ -194,3 +196,94 @@ def test_make_setup_offers_a_cpu_only_torch(tmp_path):
     assert "--index-url https://download.pytorch.org/whl/cpu torch==2.14.1+cpu torchvision==0.29.1+cpu" in cpu
     default = _make("-n", "setup", f"VENV={tmp_path / 'venv'}")
     assert "--index-url" not in default and "torch==2.14.1 torchvision==0.29.1" in default
+
+
+# ------------------------------------------------------------------------------ damaged records (issue 22)
+
+
+def committed_copies(runs_dir: Path) -> Path:
+    """The four committed full-profile run folders (records only, no weights) under ``runs_dir``."""
+    for run in (REPO / "reports" / "full" / "runs").iterdir():
+        shutil.copytree(run, runs_dir / run.name, ignore=shutil.ignore_patterns("*.safetensors", "export"))
+    return runs_dir
+
+
+DAMAGED = {  # experiment -> (file, damaged content, what its row must name)
+    "cifar10_small_s2": ("test.json", "[]", "test.json: the top level is []"),
+    "cifar10_large_s1": ("metrics.csv", METRICS_HEADER + "1,0.1,garbage\n", "metrics.csv: line 2 does not hold one value per column"),
+    "cifar10_small_s1": ("config.json", b"\x80\x04\x95\x00binary", "config.json: not UTF-8 text"),
+}
+
+
+def test_index_and_ablation_table_show_damaged_runs_as_unreadable_and_go_on(tmp_path, capsys):
+    from mnv3.paths import shown_path
+    from mnv3.reports.cli import main as reports_main
+
+    runs_dir = committed_copies(tmp_path / "runs")
+    for experiment, (name, content, _) in DAMAGED.items():
+        path = runs_dir / experiment / name
+        path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+    assert reports_main(["index", "--profile", "full", "--runs-dir", str(runs_dir), "--out", str(tmp_path / "out")]) == 0
+    index = (tmp_path / "out" / "index.html").read_text()
+    for experiment, (_, _, words) in DAMAGED.items():
+        row = index.split(f"<td class='text'>{experiment}</td>", 1)[1].split("</tr>", 1)[0]
+        # the file as the pages show paths (relative to the repository), and what is wrong with it
+        assert f"unreadable: {shown_path(runs_dir / experiment / words.split(':')[0])}: " in row and words.split(": ", 1)[1] in row, row
+    assert "99.46%" in index.split("<td class='text'>mnist_small</td>", 1)[1].split("</tr>", 1)[0]  # the good run is shown
+    # the training pages draw the readable runs and name the damaged ones
+    present, missing = runs.find_runs(runs_dir, ["mnist_small", *DAMAGED])
+    note = runs.missing_runs_markdown(missing, "full", runs_dir)
+    assert list(present) == ["mnist_small"] and note.count("unreadable: ") == 3 and "test.json: the top level is []" in note
+    # a string accuracy is damage too
+    (runs_dir / "cifar10_small_s2" / "test.json").write_text(json.dumps({"test_accuracy": "72.12%"}))
+    assert runs.experiment_summary(runs_dir / "cifar10_small_s2")["label"].endswith("""field 'test_accuracy' is "72.12%"; allowed: a finite number in [0, 1].""")
+    # python -m mnv3.runs: one row per run, the damaged ones named, the others with their numbers
+    runs.main([str(runs_dir)])
+    table = capsys.readouterr().out
+    assert "| mnist_small | mnist_small | the profile's own | 99.28% (19) | 20 of 20 |" in table
+    for experiment in ("cifar10_large_s1", "cifar10_small_s1"):
+        line = next(line for line in table.splitlines() if line.startswith(f"| {experiment} |"))
+        assert "unreadable: " in line and DAMAGED[experiment][2].split(": ", 1)[1] in line, line
+
+
+def test_index_into_a_read_only_folder_is_one_line(tmp_path, read_only_dir, capsys):
+    from mnv3.reports.cli import main as reports_main
+
+    assert reports_main(["index", "--profile", "full", "--runs-dir", str(tmp_path / "runs"), "--out", str(read_only_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"python -m mnv3.reports: error: {read_only_dir}") and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_the_quick_index_table_fits_a_1300_pixel_window(tmp_path, headless_browser):
+    # Its twelve columns were wider than a 1300-pixel window, which cut off the Reports column.
+    from mnv3.reports import pages
+    from mnv3.reports.index import write_index
+    from mnv3.reports.runner import make_context
+
+    runs_dir = committed_copies(tmp_path / "runs" / "quick")
+    for config in runs_dir.glob("*/config.json"):  # the quick profile's widest device label
+        config.write_text(config.read_text().replace('"NVIDIA H200"', '"cpu (x86_64, 2 threads)"'))
+    ctx = make_context("quick", runs_dir=runs_dir, reports_dir=tmp_path / "out")
+    for nb in pages.NOTEBOOKS:  # every page present, so every row links its reports
+        for experiment in nb.executions():
+            (ctx.reports_dir / f"{nb.report_name(experiment)}.html").write_text("x")
+    page = write_index(ctx)
+    probe = ("<script>const t = document.querySelector('table.summary').getBoundingClientRect();"
+             "document.body.setAttribute('data-fits', t.right <= document.documentElement.clientWidth ? 'yes' : 'no:' + t.right);</script>")
+    page.write_text(page.read_text().replace("</body>", probe + "</body>"))
+    out = subprocess.run([headless_browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--window-size=1300,1000",
+                          f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=2000", "--dump-dom", page.as_uri()],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert 'data-fits="yes"' in out.stdout, (out.stdout[-300:], out.stderr[-1000:])
+
+
+def test_a_page_whose_input_record_is_damaged_is_not_executed_and_says_why(tmp_path):
+    from mnv3.reports import pages
+    from mnv3.reports.runner import execute_report, make_context
+
+    run = shutil.copytree(REPO / "reports" / "full" / "runs" / "mnist_small", tmp_path / "runs" / "mnist_small",
+                          ignore=shutil.ignore_patterns("*.safetensors"))  # fmt: skip
+    (run / "export" / "parity.json").write_text(json.dumps({"dataset": "mnist", "rows": []}))
+    ctx = make_context("full", runs_dir=tmp_path / "runs", reports_dir=tmp_path / "out")
+    result = execute_report(pages.notebook_by_name("06_export"), ctx, "mnist_small", log=lambda m: None)
+    assert result.status == "missing" and "export/parity.json` is unreadable: missing field 'parity_samples'" in result.message

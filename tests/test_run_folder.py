@@ -227,6 +227,7 @@ def test_out_of_range_fields_and_mixed_up_weights_fail_in_one_line(finished, tmp
     from mnv3.checkpoint import CheckpointError, load_run
     from mnv3.model import build_model
     from mnv3.publish import publish_run
+    from mnv3.records import RecordError
 
     for flag, value in (("--ema-decay", "1.5"), ("--cutout", "-3"), ("--lr", "-1"), ("--threads", "0")):
         with pytest.raises(SystemExit):
@@ -236,9 +237,9 @@ def test_out_of_range_fields_and_mixed_up_weights_fail_in_one_line(finished, tmp
     config = json.loads((run_dir / "config.json").read_text())
     large = build_model("large", num_classes=10, in_channels=1)
     torch.save({"format": "mnv3-checkpoint", "model_config": config["model"], "model": large.state_dict(), "epoch": 2}, run_dir / "best.pt")
-    with pytest.raises(CheckpointError, match="do not fit its own model config"):
+    with pytest.raises(RecordError, match="best.pt: the weights do not fit the model its config describes"):
         load_run(run_dir)
-    with pytest.raises(CheckpointError, match="do not fit its own model config"):
+    with pytest.raises(RecordError, match="do not fit the model its config describes"):
         publish_run(run_dir, tmp_path / "out")
     other = dict(config["model"], dropout=0.3)
     torch.save({"format": "mnv3-checkpoint", "model_config": other, "model": {}, "epoch": 2}, run_dir / "best.pt")
@@ -249,3 +250,68 @@ def test_out_of_range_fields_and_mixed_up_weights_fail_in_one_line(finished, tmp
 def test_a_refused_run_leaves_no_empty_folder(tmp_path, capsys):
     fails(capsys, tmp_path, "--resume")
     assert not (tmp_path / "quick" / "mnist_small").exists()
+
+
+# ----------------------------------------------------------------------------- what cannot work, refused up front (issue 22)
+
+
+@pytest.mark.parametrize("size", ["100000", "5000"])
+def test_an_image_size_no_model_trains_at_is_refused_with_the_memory_it_would_need(tmp_path, capsys, size):
+    # 100000 px asked the allocator for 1.28 TB and left config.json behind; 5000 px grew the
+    # process to 24 GiB until the kernel killed it without a word.
+    err = fails(capsys, tmp_path, "--image-size", size)
+    assert f"--image-size {size} is over the limit of 1024 px" in err and "GiB" in err and len(err.strip().splitlines()) == 1, err
+    gib = float(err.split("at least about ")[1].split(" GiB")[0].replace(",", ""))
+    assert gib > (1e5 if size == "100000" else 100)  # Small at 5000 px: about 8 GB of activations per image
+    assert not (tmp_path / "quick").exists()
+
+
+def test_a_batch_that_cannot_fit_in_memory_is_refused_before_the_run_folder(tmp_path, capsys):
+    err = fails(capsys, tmp_path, "--image-size", "1024", "--batch-size", "65536")
+    assert "with 65536 images per step would need at least about" in err and "GiB are free. Lower --batch-size or --image-size" in err
+    assert not (tmp_path / "quick").exists()
+
+
+def test_the_memory_estimate_follows_the_model():
+    from mnv3.summary import training_memory
+
+    small = dict(num_classes=10, in_channels=1, image_size=224, batch_size=16)
+    per_image = training_memory("small", **small) - training_memory("small", **{**small, "batch_size": 0})
+    assert 150e6 < per_image < 400e6  # 16 images; measured growth on the 2-core CPU: 390 MB (see the docstring)
+    assert training_memory("large", **small, drop_first_strides=2) > 10 * training_memory("small", **small)
+    assert training_memory("small", **{**small, "image_size": 448}) > 3.5 * per_image
+
+
+def test_out_or_data_root_that_cannot_be_written_is_one_line(tmp_path, read_only_dir, capsys, data_mirror):
+    (tmp_path / "runs").write_text("a file where the runs folder goes")
+    with pytest.raises(SystemExit):
+        main(["--experiment", "mnist_small", "--out", str(tmp_path / "runs"), *FAST])
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and f"{tmp_path / 'runs'} is a file, not a folder" in err and "Traceback" not in err, err
+    with pytest.raises(SystemExit):
+        main(["--experiment", "mnist_small", "--out", str(read_only_dir), *FAST])
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {read_only_dir}") and len(err.strip().splitlines()) == 1, err
+    with pytest.raises(SystemExit):  # MNIST decoded from the mirror, then its cache cannot be written
+        main(["--experiment", "mnist_small", "--out", str(tmp_path / "out"), "--data-root", str(read_only_dir),
+              "--data-mirror", str(data_mirror), "--epochs", "1", "--threads", "1"])
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {read_only_dir}") and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out" / "quick" / "mnist_small").exists()  # the refused run leaves no folder
+
+
+def test_resume_refuses_a_damaged_record_or_cast_weights_before_training(finished, tmp_path, capsys):
+    run_dir = copy_run(finished, tmp_path)
+    (run_dir / "test.json").unlink()  # a stopped run
+    metrics = (run_dir / "metrics.csv").read_text()
+    good = (run_dir / "config.json").read_text()
+    (run_dir / "config.json").write_text(good.replace('"image_size": 28', '"image_size": 100000'))
+    err = fails(capsys, tmp_path, "--resume")
+    assert "config.json: field 'image_size' is 100000" in err and len(err.strip().splitlines()) == 1, err
+    (run_dir / "config.json").write_text(good)
+    state = load_checkpoint(run_dir / "last.pt")
+    state["model"]["classifier.3.weight"] = state["model"]["classifier.3.weight"].to(torch.int8)
+    torch.save(state, run_dir / "last.pt")
+    err = fails(capsys, tmp_path, "--resume")
+    assert "last.pt (model): tensor 'classifier.3.weight' is int8" in err, err
+    assert (run_dir / "metrics.csv").read_text() == metrics  # nothing trained

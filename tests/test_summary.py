@@ -182,7 +182,7 @@ def test_summarize_leaves_the_model_as_it_was():
     assert sum(len(m._forward_hooks) for m in model.modules()) == n_hooks
 
 
-@pytest.mark.parametrize("size", [0, -1, 2.5, True])
+@pytest.mark.parametrize("size", [0, -1, 2.5, True, 100000])  # 100000 px would allocate 120 GB
 def test_bad_input_size(size):
     with pytest.raises(ValueError, match="input_size must be a positive integer"):
         summarize(build_model("small"), size)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ..files import os_error_line
 from .config import SUITES, BenchConfig, default_cache_dir, quick_config, tiny_config
 from .runner import run
 
@@ -129,6 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         written = run(cfg)
     except ValueError as err:
         print(f"python -m mnv3.bench: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"python -m mnv3.bench: error: {os_error_line(err)}", file=sys.stderr)
         return 2
     print("[bench] wrote " + ", ".join(str(p) for p in written.values()))
     return 0

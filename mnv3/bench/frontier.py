@@ -2,6 +2,7 @@
 fp32 batch-1 latency, with the test accuracy of the trained runs of the same arch and width."""
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -9,6 +10,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from ..environment import load_average
+from ..records import RecordError
 from ..runs import load_record, load_test
 from ..timing import interleaved_times, summarize_times
 from .artefacts import Artefact, ArtefactStore
@@ -29,7 +31,8 @@ PAPER_TABLE3 = {
 
 
 def find_trained_runs(runs_dir: str | Path | None) -> list[dict[str, Any]]:
-    """Every finished run under ``runs_dir`` (config.json + test.json): arch, width, accuracy."""
+    """Every finished run under ``runs_dir`` (config.json + test.json): arch, width, accuracy. A run
+    whose records are damaged (mnv3.records) is left out with a line on stderr naming the file."""
     if runs_dir is None or not Path(runs_dir).is_dir():
         return []
     found = []
@@ -48,6 +51,8 @@ def find_trained_runs(runs_dir: str | Path | None) -> list[dict[str, Any]]:
                 "test_accuracy": float(test["test_accuracy"]), "epochs": test.get("epochs"),
                 "profile": config.get("profile"),
             })  # fmt: skip
+        except RecordError as err:  # named, not dropped in silence
+            print(f"[bench] a run not on the frontier: {err}", file=sys.stderr)
         except (KeyError, ValueError, TypeError):
             continue
     return found

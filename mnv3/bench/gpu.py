@@ -35,7 +35,7 @@ from torch import nn
 from ..data import dataset_info
 from ..environment import machine_record
 from ..experiments import get_experiment
-from ..files import write_json_atomic
+from ..files import os_error_line, write_json_atomic
 from ..model import build_model
 from ..timing import time_calls
 
@@ -235,6 +235,9 @@ def main(argv: list[str] | None = None) -> Path:
         raise SystemExit(2) from None
     try:
         return run(PLANS[args.plan], device, args.out, steps=args.steps, warmup=args.warmup, budget_seconds=args.budget_seconds)
+    except OSError as err:
+        print(f"error: {os_error_line(err)}", file=sys.stderr)
+        raise SystemExit(2) from None
     except KeyboardInterrupt:
         print(f"interrupted; {args.out / 'gpu_training.json'} keeps the rows measured so far", file=sys.stderr)
         raise SystemExit(130) from None

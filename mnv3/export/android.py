@@ -3,10 +3,8 @@ golden.json (the .pte's logits on them), swapped into place atomically. Two slot
 (``mnist/``, ``cifar10/``); a third, ``custom/``, takes any run, an image folder's too."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -14,7 +12,8 @@ from typing import Any, Callable
 import torch
 
 from ..imagefolder import load_run_split
-from ..files import write_bytes_atomic, write_json_atomic
+from ..files import make_staging, remove_stale_staging, write_bytes_atomic, write_json_atomic
+from ..records import RecordError, read_record
 from .deps import ExportError, _executorch
 from .formats import FILE_NAMES
 from .manifest import _source_run, _test_accuracy, model_manifest, verify_files
@@ -58,15 +57,19 @@ def png_to_input(path: str | Path, channel_order: str) -> torch.Tensor:
 
 def _reusable_export(run_dir: Path, source: dict[str, Any], shape: list[int], say) -> Path | None:
     """RUN/export/model.pte if model.json there says it came from this very checkpoint and shape,
-    and the file's bytes still have the sha256 recorded there."""
+    and the file's bytes still have the sha256 recorded there. A model.json that breaks the rules
+    of :mod:`mnv3.records` is not trusted: the .pte is exported afresh."""
     export_dir = run_dir / "export"
+    if not (export_dir / "model.json").exists():
+        return None
     try:
-        manifest = json.loads((export_dir / "model.json").read_text())
-    except (OSError, ValueError):
+        manifest = read_record(export_dir / "model.json", kind="manifest")
+    except RecordError as err:
+        say(f"  not reusing {export_dir / FILE_NAMES['pte']}: {err} Exporting afresh.")
         return None
     same = (
-        manifest.get("source_run", {}).get("checkpoint_sha256") == source["checkpoint_sha256"]
-        and manifest.get("input", {}).get("shape") == shape
+        (manifest.get("source_run") or {}).get("checkpoint_sha256") == source["checkpoint_sha256"]
+        and manifest["input"]["shape"] == shape
     )
     if not same:
         return None
@@ -138,6 +141,10 @@ def _swap_in(staged: list[Path], assets_dir: Path, backup_dir: Path) -> None:
     ones already moved are put back.
     """
     assets_dir.mkdir(parents=True, exist_ok=True)
+    for folder in staged:
+        if (assets_dir / folder.name).is_symlink() or ((assets_dir / folder.name).exists() and not (assets_dir / folder.name).is_dir()):
+            raise ExportError(f"{assets_dir / folder.name}: a file or link stands where the {folder.name} assets folder goes; "
+                              "move it away (nothing was changed).")
     done: list[tuple[Path, Path | None]] = []
     try:
         for folder in staged:
@@ -179,9 +186,12 @@ def make_android_assets(
     through the ExecuTorch Python runtime on the pixels decoded back from the PNG. The app's
     instrumented test compares its own outputs with these.
 
-    Everything is written into a staging folder beside ``assets_dir`` first and moved in at the
-    end: when anything fails (ExportError, CheckpointError, DataUnavailableError...), the assets
-    folder is left exactly as it was. Returns {dataset: folder}.
+    Everything is written into a staging folder beside ``assets_dir`` first
+    (``.<assets_dir name>.staging-<pid>-*``, removed by the next run if this one is killed) and
+    moved in at the end: when anything fails (ExportError, CheckpointError, RecordError,
+    DataUnavailableError...), the assets folder is left exactly as it was. An ``assets_dir`` that
+    is a file, or a parent folder that is not writable, is refused before any export work
+    (ExportError, OSError). Returns {dataset: folder}.
     """
     say = log or (lambda _msg: None)
     if mnist_run is None and cifar_run is None and custom_run is None:
@@ -189,9 +199,11 @@ def make_android_assets(
     if n_images < 1:
         raise ExportError(f"n_images must be at least 1, got {n_images}")
     assets_dir = Path(assets_dir)
+    if assets_dir.exists() and not assets_dir.is_dir():
+        raise ExportError(f"{assets_dir}: a file stands where the app's assets folder goes; give --assets-dir a folder.")
     _executorch()
-    assets_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=assets_dir.parent, prefix=f".{assets_dir.name}.staging-"))
+    remove_stale_staging(assets_dir.parent, f"{assets_dir.name}.staging")
+    staging = make_staging(assets_dir.parent, f"{assets_dir.name}.staging")
     try:
         staged = []
         for slot, run, channels in (("mnist", mnist_run, 1), ("cifar", cifar_run, 3), (CUSTOM_SLOT, custom_run, None)):

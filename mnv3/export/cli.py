@@ -8,6 +8,9 @@ from typing import Callable, Sequence
 
 from ..checkpoint import CheckpointError
 from ..data import DataUnavailableError
+from ..experiments import MAX_IMAGE_SIZE
+from ..files import os_error_line
+from ..records import RecordError
 from .android import DEFAULT_ASSETS_DIR, make_android_assets
 from .deps import INSTALL_HINT, ExportError
 from .formats import FORMATS, _parse_formats
@@ -28,16 +31,16 @@ def _kinds_arg(text: str) -> tuple[str, ...]:
     return tuple(k.strip() for k in text.split(",") if k.strip() and k.strip() != "none")
 
 
-def _int_at_least(low: int) -> Callable[[str], int]:
-    """An argparse type: a whole number of at least ``low``, else a message naming both."""
-    what = "a positive integer" if low == 1 else f"an integer >= {low}"
+def _int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``low`` (to ``high``), else a message naming both."""
+    what = ("a positive integer" if low == 1 else f"an integer >= {low}") + (f" up to {high}" if high is not None else "")
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if value < low:
+        if value < low or (high is not None and value > high):
             raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
         return value
 
@@ -45,6 +48,7 @@ def _int_at_least(low: int) -> Callable[[str], int]:
 
 
 _positive_int, _non_negative_int = _int_at_least(1), _int_at_least(0)
+_image_side = _int_at_least(1, MAX_IMAGE_SIZE)
 
 
 COMMANDS = ("run", "android-assets")
@@ -61,7 +65,7 @@ FORMATS_HELP = (
 )
 EXIT_HELP = (
     f"ExecuTorch, ONNX and onnxruntime are optional: {INSTALL_HINT}\n"
-    "exit status: 0 ok, 2 unusable run folder / bad argument / missing package / delegation failure."
+    "exit status: 0 ok, 2 unusable run folder / bad argument / missing package / delegation failure, 130 interrupted."
 )
 RUN_EXAMPLES = (
     "  python -m mnv3.export runs/quick/mnist_small\n"
@@ -74,13 +78,17 @@ CUSTOM_EXAMPLE = "python -m mnv3.export android-assets --custom runs/quick/photo
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (config.json with best.pt, or a published final.safetensors), e.g. runs/quick/mnist_small")
-    parser.add_argument("--out", metavar="DIR", default=None, help="output folder (default RUN_DIR/export)")
+    parser.add_argument("--out", metavar="DIR", default=None,
+                        help="output folder (default RUN_DIR/export). The export replaces or deletes only files an earlier "
+                             "export wrote there (listed in its .mnv3-export.json or model.json); any other file is kept, "
+                             "and one it would have to overwrite is refused before any work")
     parser.add_argument("--formats", type=_formats_arg, default=FORMATS, metavar="LIST",
                         help=f"comma-separated, from: {','.join(FORMATS)} (default: all)")  # fmt: skip
     parser.add_argument("--which", choices=("best", "last", "final"), default="best", help="checkpoint to export (default best)")
-    parser.add_argument("--input-size", type=_positive_int, default=None, metavar="PX",
-                        help="side of the input the graph takes (default: the dataset's native 28/32; a run trained "
-                             "at a larger size is resized inside the graph)")  # fmt: skip
+    parser.add_argument("--input-size", type=_image_side, default=None, metavar="PX",
+                        help=f"side of the input the graph takes, 1 to {MAX_IMAGE_SIZE} (default: the dataset's native 28/32); "
+                             "the graph resizes it to the size the run trained at, and the int8 calibration and parity "
+                             "images are resized to it")  # fmt: skip
     data = parser.add_argument_group("data (int8 calibration uses training images; parity uses the test split)")
     data.add_argument("--data-root", default=None, metavar="DIR", help="dataset root (default: the run's, else data)")
     data.add_argument("--data-mirror", default=None, metavar="DIR", help="offline dataset mirror (default: the run's, else $MNV3_DATA_MIRROR)")
@@ -198,6 +206,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             latency_runs=args.latency_runs, onnx_opset=args.onnx_opset, threads=args.threads, require_full_delegation=not args.allow_undelegated,
         )  # fmt: skip
         return 0
-    except (CheckpointError, ExportError, DataUnavailableError, ValueError) as err:
+    except (CheckpointError, ExportError, DataUnavailableError, RecordError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        print(f"error: {os_error_line(err)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the folder holds only whole files, and no parity report until an export of it finishes",
+              file=sys.stderr)  # fmt: skip
+        return 130

@@ -17,7 +17,7 @@ from .formats import FILE_NAMES
 from .manifest import LEGACY_NOTE
 from .pte import INT8_FINDING, INT8_MAX_DROP_POINTS, lower_to_pte
 from .runners import OnnxRunner, PteRunner, PtlRunner, _EagerRunner
-from .wrapper import RawPixelModel
+from .wrapper import RawPixelModel, resize_images
 
 PROBE_BATCH = 64  # batch for the logit comparison where the format allows any batch (eager, ptl, onnx)
 EVAL_BUDGET_S = 60.0  # a full test pass through the batch-1 .pte may take this long, else a twin is built
@@ -176,8 +176,10 @@ def _parity(
     require_full_delegation: bool,
     say: Callable[[str], None],
 ) -> dict[str, Any]:
-    """The parity report: one row for eager and one per artefact."""
+    """The parity report: one row for eager and one per artefact, on the test images at the side the
+    exported graph takes (resized when the export's input size is not the dataset's)."""
     images, labels = load_run_split(config, "test", root=root, mirror=mirror)
+    images = resize_images(images, wrapper.input_shape(1)[-1])
     probe = images[: max(1, min(samples, len(images)))]
     one = probe[:1].float() / 255.0
     eager = _EagerRunner(wrapper)

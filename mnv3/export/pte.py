@@ -12,7 +12,7 @@ from ..imagefolder import load_run_split
 from ..files import write_bytes_atomic
 from .delegation import check_delegation, delegation_report
 from .deps import ExportError, _executorch, _pt2e
-from .wrapper import RawPixelModel, _contiguous_copy, check_finite
+from .wrapper import RawPixelModel, _contiguous_copy, check_finite, resize_images
 
 INT8_MAX_DROP_POINTS = 0.5  # the int8 model may lose at most this much test accuracy (points; issue #12's goal)
 # Layer kinds left in fp32 by default in the int8 program (FP32_KINDS); see int8_keep_fp32 in export_run.
@@ -80,15 +80,19 @@ def calibration_images(
     mirror: str | Path | None = None,
     seed: int = 0,
     config: dict | None = None,
+    size: int | None = None,
 ) -> torch.Tensor:
-    """``num_images`` training images drawn with a fixed seed, as raw float pixels in [0, 1]; from
-    the run whose ``config`` (config.json) is given, an image folder's cache included."""
+    """``num_images`` training images drawn with a fixed seed, as raw float pixels in [0, 1]
+    [N, C, S, S]: from the run whose ``config`` (config.json) is given, an image folder's cache
+    included, else from ``info``'s dataset. S is ``size`` (the side the exported graph takes,
+    :func:`resize_images`), or the dataset's own side when None. The int8 graph is calibrated,
+    and specialised, at that side."""
     if config is not None:
         images, _ = load_run_split(config, "train", root=root, mirror=mirror)
     else:
         images, _ = load_split(info.name, "train", root=root, mirror=mirror)
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:num_images]
-    return images[order].float() / 255.0
+    return resize_images(images[order], size).float() / 255.0
 
 
 # Layer kinds that --int8-keep-fp32 can leave in float: the names the user writes, and how a

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..paths import shown_path
+from ..records import read_record
 from ..runs import format_accuracy, require_run
 
 # How RUN/export/ is made (a Requirement hint template; notebooks/06_export.ipynb says the same).
@@ -61,14 +62,15 @@ def export_command(run_dir: str | Path, *, data_root: str | Path = "", data_mirr
 def load_export(path: str | Path) -> dict[str, Any]:
     """An export folder (or the run folder holding ``export/``) read back: {"dir", "parity", "manifest"}.
 
-    ``parity`` is parity.json and ``manifest`` model.json, each None when the file is absent.
+    ``parity`` is parity.json and ``manifest`` model.json, each None when the file is absent, each
+    checked by :func:`mnv3.records.read_record` (RecordError names the file and the field).
     """
     path = Path(path)
     export_dir = path / "export" if (path / "export").is_dir() else path
 
     def read(name: str) -> dict[str, Any] | None:
         file = export_dir / name
-        return json.loads(file.read_text()) if file.is_file() else None
+        return read_record(file) if file.exists() else None
 
     return {"dir": export_dir, "parity": read("parity.json"), "manifest": read("model.json")}
 

@@ -1,4 +1,8 @@
-"""The whole export of one run folder: the asked formats, model.json, then the parity report."""
+"""The whole export of one run folder: the asked formats, model.json, then the parity report.
+
+The folder is prepared first (:mod:`mnv3.export.folder`): the old parity report and model.json are
+removed before any file is written, so a report always describes exactly the files beside it.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -9,8 +13,10 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from torch import nn
 
+from ..experiments import MAX_IMAGE_SIZE
 from ..files import write_json_atomic
 from .deps import ExportError, _executorch, _onnx, _pt2e
+from .folder import MANIFEST, REPORTS, finish_export_folder, prepare_export_folder
 from .formats import FILE_NAMES, FORMATS, _parse_formats
 from .manifest import _source_run, _test_accuracy, model_manifest
 from .onnx_export import ONNX_OPSET, export_onnx
@@ -44,7 +50,11 @@ def export_run(
     """Export a run folder to ``out_dir`` (default ``RUN_DIR/export``) and check it.
 
     Writes the requested formats (see ``FILE_NAMES``), ``model.json`` and, unless
-    ``skip_parity``, ``parity.json`` / ``parity.md``. ``eval_batch_size`` picks how the .pte files'
+    ``skip_parity``, ``parity.json`` / ``parity.md``, in that order, after removing the folder's old
+    parity report and model.json. It replaces or deletes only files an export wrote
+    (:mod:`mnv3.export.folder`): ExportError, before any work, when a file it would write is
+    someone else's. ``input_size`` (pixels, 1 to MAX_IMAGE_SIZE) is the side the graph takes;
+    calibration and parity images are resized to it. ``eval_batch_size`` picks how the .pte files'
     full test-set accuracy is measured: 1 = through the shipped batch-1 file, B > 1 = through a
     twin program lowered at batch B from the same graph (same weights, same int8 parameters),
     0 = automatic (the shipped file when a full pass takes under a minute, else a batch-100 twin).
@@ -83,6 +93,8 @@ def _export_run(
     formats = _parse_formats(formats)
     if eval_batch_size < 0 or latency_runs < 0 or parity_samples < 1 or calibration_batches < 1 or calibration_batch_size < 1:
         raise ExportError("eval_batch_size and latency_runs must be >= 0; parity_samples and the calibration sizes >= 1")
+    if input_size is not None and not (isinstance(input_size, int) and 1 <= input_size <= MAX_IMAGE_SIZE):
+        raise ExportError(f"input_size {input_size!r}: allowed a side from 1 to {MAX_IMAGE_SIZE} pixels (mnv3.experiments.MAX_IMAGE_SIZE)")
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "export"
     wrapper, config, info = load_wrapped_run(run_dir, which=which, input_size=input_size)
@@ -94,14 +106,8 @@ def _export_run(
         _onnx()
     root, mirror = _resolve_data(config, data_root, data_mirror)
     shape = wrapper.input_shape(1)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # A re-export must not leave stale files behind: dropped formats, or a parity report of old files.
-    stale = [name for fmt, name in FILE_NAMES.items() if fmt not in formats]
-    removed = [name for name in stale + (["parity.json", "parity.md"] if skip_parity else []) if (out_dir / name).is_file()]
-    for name in removed:
-        (out_dir / name).unlink()
-    if removed:
-        say(f"removed from {out_dir}: {', '.join(removed)} (not part of this export; use --out to keep them)")
+    kept = fp32_module_names(wrapper, int8_keep_fp32) if "pte-int8" in formats else []  # a bad name fails before any file
+    prepare_export_folder(out_dir, [FILE_NAMES[f] for f in formats] + [MANIFEST] + ([] if skip_parity else list(REPORTS)), say=say)
     say(f"exporting {run_dir} ({info.name}, input {list(shape)} raw pixels"
         f"{f', resized to {wrapper.image_size} in the graph' if wrapper.resize else ''}) -> {out_dir}")  # fmt: skip
 
@@ -116,7 +122,8 @@ def _export_run(
             delegation[fmt] = export_pte(wrapper, path, require_full_delegation=require_full_delegation)
             sources[fmt] = wrapper
         elif fmt == "pte-int8":
-            calibration = calibration_images(info, calibration_batches * calibration_batch_size, root=root, mirror=mirror, config=config)
+            calibration = calibration_images(info, calibration_batches * calibration_batch_size, root=root, mirror=mirror,
+                                             config=config, size=shape[-1])
             kept = fp32_module_names(wrapper, int8_keep_fp32)
             quantized = quantize_int8(wrapper, calibration, batch_size=calibration_batch_size, keep_fp32=kept)
             timings["pte-int8 calibration"] = round(time.perf_counter() - start, 2)
@@ -161,6 +168,7 @@ def _export_run(
         say(f"  parity report: {out_dir / 'parity.md'} ({timings['parity']:.1f} s)")
         if parity["failures"]:
             raise ExportError(f"{out_dir}: the export is broken, do not ship it: {'; '.join(parity['failures'])} (see parity.md)")
+    finish_export_folder(out_dir)
     return {
         "out_dir": out_dir,
         "files": {fmt: out_dir / FILE_NAMES[fmt] for fmt in formats},

@@ -64,6 +64,20 @@ class RawPixelModel(nn.Module):
         return self.model(x)
 
 
+def resize_images(images: torch.Tensor, size: int | None) -> torch.Tensor:
+    """uint8 images [N, C, H, W] at ``size`` x ``size`` (None or their own side: unchanged).
+
+    Bilinear, antialiased when shrinking, rounded back to uint8: what an app does to a photo before
+    it feeds a model that takes ``size`` pixels. Calibration and parity images of an export at
+    ``--input-size`` are made this way, so they have the shape the exported graph takes.
+    """
+    if size is None or tuple(images.shape[-2:]) == (size, size):
+        return images
+    out = torch.cat([F.interpolate(chunk.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+                     for chunk in images.split(256)])  # fmt: skip
+    return out.round().clamp(0, 255).to(torch.uint8)
+
+
 def check_finite(module: nn.Module, source: str = "the model") -> None:
     """Raise ExportError naming the first parameter or buffer of ``module`` that holds NaN or inf.
 
@@ -114,12 +128,14 @@ def load_wrapped_run(
     run_dir: str | Path, *, which: str = "best", input_size: int | None = None
 ) -> tuple[RawPixelModel, dict[str, Any], DatasetInfo]:
     """``load_run`` + :func:`wrap_for_export`: (wrapper in eval mode, config.json, DatasetInfo)."""
-    model, config = load_run(run_dir, which=which)
-    if "dataset" not in config:
-        raise ExportError(f"{run_dir}/config.json has no 'dataset' entry; was it written by mnv3.train?")
+    model, config = load_run(run_dir, which=which)  # config.json checked by mnv3.records: it names a dataset
+    try:
+        info = run_dataset_info(config)
+    except ValueError as err:  # an image-folder run recorded without its dataset_info block
+        raise ExportError(f"{Path(run_dir) / 'config.json'}: {err}") from None
     weights = weights_file(Path(run_dir), which)
     check_finite(model, str(weights) if weights else str(run_dir))
-    return wrap_for_export(model, config, input_size=input_size), config, run_dataset_info(config)
+    return wrap_for_export(model, config, input_size=input_size), config, info
 
 
 def _resolve_data(config: dict[str, Any], data_root: str | Path | None, data_mirror: str | Path | None):

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ..experiments import PROFILES
+from ..files import os_error_line
 from . import pages
 from .index import write_index
 from .pages import Notebook, notebook_by_name
@@ -85,7 +86,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit status: 0, 1 when a notebook failed, 2 for a bad argument
+    or a path that cannot be read or written (one line naming it)."""
     args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except OSError as err:
+        print(f"python -m mnv3.reports: error: {os_error_line(err)}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "list":
         import papermill
 

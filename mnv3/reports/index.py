@@ -22,6 +22,9 @@ _CSS = (
     "table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}"
     "th{background:#f3f3f3}td.text,th.text{text-align:left}.missing{color:#a40}.failed{color:#b00;font-weight:bold}"
     "code{background:#f4f4f4;padding:0 .2em}"
+    # The experiments table has twelve columns: in a smaller type, with each report link on its own
+    # line, it fits the page's width (72em, a 1300-pixel window) instead of losing its last column.
+    "table.summary{font-size:.85em;width:100%}table.summary th,table.summary td{padding:.25em .4em}"
     ".note{background:#fff8e1;border-left:4px solid #e0a800;padding:.5em 1em}"
 )
 
@@ -81,6 +84,8 @@ def _row(row: Mapping[str, Any], profile: str, pages_of_run: Sequence[ReportResu
              "pages": [(r.html.name, r.notebook.name) for r in pages_of_run if r.status not in ("absent", "missing")]}  # no page to link
     if row["status"] == "missing":
         return {**shown, "hint": train_hint(profile, row["experiment"])}
+    if row["status"] == "unreadable":  # a damaged record: the label names the file and the field
+        return {**shown, "label": row["label"]}
     model = f"{row['arch']}" + (f", first {row['drop_first_strides']} strides 1" if row.get("drop_first_strides") else "")
     # An unfinished run is never counted as a result: its label takes the accuracy's place.
     accuracy = format_accuracy(row.get("test_accuracy")) if row["status"] == "ok" else row.get("label", "unfinished")

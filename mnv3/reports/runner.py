@@ -13,7 +13,8 @@ from typing import Any, Callable, Mapping
 from ..experiments import PROFILES
 from ..files import write_text_atomic
 from ..paths import REPO, shown_path
-from ..runs import run_state, train_hint
+from ..records import RECORDS, RecordError, read_record
+from ..runs import record_problem, run_state, train_hint
 from .pages import RUN_REQUIREMENT, Notebook
 
 __all__ = ["ReportContext", "ReportResult", "execute_report", "default_runs_dir", "make_context", "kernel_environment"]
@@ -89,13 +90,22 @@ def _not_executable(nb: Notebook, ctx: ReportContext, experiment: str | None) ->
     """Why ``nb`` cannot run for ``experiment`` (one sentence naming the make target), or ""."""
     if experiment and RUN_REQUIREMENT in nb.requires:
         state = run_state(ctx.runs_dir / experiment)
+        problem = record_problem(ctx.runs_dir / experiment) if state["status"] != "missing" else ""
+        if problem:
+            return f"the run {experiment} is unreadable: {problem}"
         if state["status"] == "unfinished":
             return (f"the run {experiment} is {state['label']}: it has no test.json, so it has no result to "
                     f"evaluate or export; its curves are on the training pages")
     fields, shown = ctx.fields(experiment), ctx.fields(experiment, shown=True)
     for req in nb.requires:
-        if not Path(req.path.format(**fields)).exists():
+        path = Path(req.path.format(**fields))
+        if not path.exists():
             return f"`{req.path.format(**shown)}` is missing; produce it with {req.hint.format(**shown)}"
+        if path.name in RECORDS:  # e.g. an export's parity.json: a damaged one is named here, not in a failed cell
+            try:
+                read_record(path)
+            except RecordError as err:
+                return f"`{req.path.format(**shown)}` is unreadable: {str(err).split(': ', 1)[1]} Produce it again with {req.hint.format(**shown)}"
     return ""
 
 
