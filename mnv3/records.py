@@ -156,7 +156,7 @@ MODEL_CONFIG = Schema({
 DATASET_INFO = Schema({
     "name": NAME, "classes": CLASSES, "num_classes": integer(1, MAX_CLASSES), "in_channels": one_of(1, 3),
     "image_size": IMAGE_SIZE, "mean": list_of(FRACTION, min_len=1, max_len=3), "std": list_of(number(0.0, 1.0, above=True), min_len=1, max_len=3),
-}, required=("classes", "in_channels", "mean", "std"))  # fmt: skip
+}, required=("name", "classes", "in_channels", "image_size", "mean", "std"))  # fmt: skip
 
 CONFIG = Schema({
     "dataset": DATASET, "image_size": IMAGE_SIZE, "model": MODEL_CONFIG, "dataset_info": DATASET_INFO,

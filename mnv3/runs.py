@@ -19,15 +19,11 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import errno
 import io
 import json
 import math
-import os
 import re
-import socket
 import sys
-import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -38,8 +34,6 @@ from .paths import shown_path
 from .records import METRIC_FIELDS, RecordError, read_record
 
 __all__ = [
-    "RunLockedError",
-    "RunLock",
     "run_name",
     "overrides",
     "METRIC_FIELDS",
@@ -74,12 +68,7 @@ __all__ = [
     "main",
 ]
 
-LOCK_FILE = ".lock"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=-]*$")
-
-
-class RunLockedError(RuntimeError):
-    """Another process is training into the same run folder."""
 
 
 def overrides(experiment: str, profile: str, exp: Experiment) -> dict[str, Any]:
@@ -101,60 +90,6 @@ def run_name(experiment: str, profile: str, exp: Experiment, seed: int = 0, name
     if seed:
         parts.append(f"seed{seed}")
     return "-".join([experiment, *(re.sub(r"[^A-Za-z0-9_.+=-]", "_", p) for p in parts)])
-
-
-class RunLock:
-    """An exclusive lock on a run folder (``fcntl.flock`` on ``.lock``), released when the process ends.
-
-    The lock file names its holder (pid, host, start time), so a second run can say who holds it.
-    Raises RunLockedError when another process holds the folder.
-    """
-
-    def __init__(self, run_dir: str | Path) -> None:
-        self.path = Path(run_dir) / LOCK_FILE
-        self._fd: int | None = None
-
-    def acquire(self) -> "RunLock":
-        import fcntl
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            os.close(fd)
-            if err.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise
-            raise RunLockedError(
-                f"{self.path.parent}: another training holds this run folder ({self.holder()}). "
-                "Wait for it to finish, stop it, or choose another --out or --name."
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
-        self._fd = fd
-        return self
-
-    def holder(self) -> str:
-        try:
-            info = json.loads(self.path.read_text() or "{}")
-            return f"process {info['pid']} on {info['host']}, started {info['started']}"
-        except (OSError, ValueError, KeyError):
-            return "a process that did not say who it is"
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing the descriptor releases the flock
-            self._fd = None
-            # A run refused before it wrote anything leaves no empty folder behind.
-            if [p.name for p in self.path.parent.iterdir()] == [LOCK_FILE]:
-                self.path.unlink(missing_ok=True)
-                self.path.parent.rmdir()
-
-    def __enter__(self) -> "RunLock":
-        return self.acquire()
-
-    def __exit__(self, *exc) -> None:
-        self.release()
 
 
 # ============================================================================ the record

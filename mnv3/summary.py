@@ -253,7 +253,13 @@ def available_memory(device: torch.device) -> int | None:
 def check_training_memory(exp: Any, info: Any, device: torch.device, batch_size: int) -> None:
     """Raise ValueError, with :func:`training_memory`'s estimate, when ``exp`` (an Experiment)
     trains at an image size over MAX_IMAGE_SIZE, or needs more memory than ``device`` has free
-    (:func:`available_memory`) for ``batch_size`` images per process. ``info``: its DatasetInfo."""
+    (:func:`available_memory`) for ``batch_size`` images per process. ``info``: its DatasetInfo,
+    or None before an image folder is read (then only ``exp.image_size``'s bound is checked)."""
+    if info is None:
+        if exp.image_size > MAX_IMAGE_SIZE:
+            raise ValueError(f"--image-size {exp.image_size} is over the limit of {MAX_IMAGE_SIZE} px "
+                             "(mnv3.experiments.MAX_IMAGE_SIZE; the paper trains at 224).")
+        return
     size = exp.image_size or info.image_size
     half = device.type == "cuda" and exp.amp != "off"
     need = training_memory(exp.arch, num_classes=info.num_classes, in_channels=info.in_channels, width_mult=exp.width_mult,

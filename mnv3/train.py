@@ -38,7 +38,8 @@ from .files import remove_stale_temporaries
 from .imagefolder import dataset_record, is_folder_dataset, open_folder_dataset
 from .pretrained import start_from
 from .model import build_model
-from .runs import RunLock, RunLockedError, load_record, overrides, run_name, run_record, write_metrics, write_record, write_test
+from .lock import RunLock, RunLockedError
+from .runs import load_record, overrides, run_name, run_record, write_metrics, write_record, write_test
 from .records import check_state_dict
 from .spec import SpecError
 from .step import EpochMetrics, epoch_batches, make_trainer, resolve_device, run_step
@@ -207,7 +208,8 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
     if exp.batch_size % world_size:
         raise ValueError(f"batch_size {exp.batch_size} must be divisible by the number of processes ({world_size}).")
     local_batch = exp.batch_size // world_size
-    check_training_memory(exp, dataset_info(exp.dataset), device, local_batch)  # before any folder or data
+    # Before any folder or data; an image folder's channels and size are known once it is read (below).
+    check_training_memory(exp, None if is_folder_dataset(exp.dataset) else dataset_info(exp.dataset), device, local_batch)
 
     # --- the run folder: one training at a time, and a run is only ever continued by --resume
     lock = RunLock(run_dir).acquire() if is_main else None
@@ -233,6 +235,8 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
         folder = open_folder_dataset(exp.dataset, image_size=exp.image_size, val_fraction=exp.val_fraction, skip_bad=exp.skip_bad_images,
                                      root=args.data_root, log=print if is_main else None) if is_folder_dataset(exp.dataset) else None  # your images
         info = folder.info if folder else dataset_info(exp.dataset)
+        if folder:
+            check_training_memory(exp, info, device, local_batch)
         image_size = exp.image_size or info.image_size
         if folder:  # its split on the device, or streamed from its memory-mapped cache when too big
             (train_x, train_y), (val_x, val_y) = folder.training_splits(exp.max_train_samples, device)

@@ -670,8 +670,12 @@ def test_export_to_a_file_or_a_read_only_folder_is_one_line(trained_run, tmp_pat
 
 
 def test_a_run_on_a_dataset_this_export_cannot_load_is_one_line(trained_run, tmp_path, capsys):
-    # An image-folder run (--dataset folder:PATH) whose folder is not there: refused in one line.
-    info = {"classes": [f"class {i}" for i in range(10)], "in_channels": 1, "mean": [0.5], "std": [0.25]}
+    # An image-folder run (--dataset folder:PATH) whose folder and cache are gone: refused in one
+    # line naming the folder, before any file is written.
+    info = {"name": "folder:photos", "classes": [f"class {i}" for i in range(10)], "num_classes": 10, "in_channels": 1,
+            "image_size": 28, "mean": [0.5], "std": [0.25],
+            "folder": {"path": "no/such/photos", "cache": "folder-0000", "fingerprint": "0000", "requested_image_size": 28,
+                       "skipped": [], "val_fraction": 0.1}}
     run = damaged_copy(trained_run, tmp_path / "run", config=lambda c: c.update(dataset="folder:no/such/photos", dataset_info=info))
     assert ex.main([str(run), "--formats", "pte", "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err

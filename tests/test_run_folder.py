@@ -13,7 +13,8 @@ from mnv3 import step as step_module
 from mnv3 import train as train_module
 from mnv3.checkpoint import load_checkpoint
 from mnv3.experiments import get_experiment
-from mnv3.runs import RunLock, run_name
+from mnv3.lock import RunLock
+from mnv3.runs import run_name
 from mnv3.train import main
 
 FAST = ["--dataset", "synthetic", "--max-train-samples", "384", "--batch-size", "64", "--epochs", "2", "--val-fraction", "0.1", "--threads", "1"]

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..experiments import MAX_IMAGE_SIZE
+from ..imagefolder import load_run_split
 from ..files import write_json_atomic
 from .deps import ExportError, _executorch, _onnx, _pt2e
 from .folder import MANIFEST, REPORTS, finish_export_folder, prepare_export_folder
@@ -107,6 +108,9 @@ def _export_run(
     root, mirror = _resolve_data(config, data_root, data_mirror)
     shape = wrapper.input_shape(1)
     kept = fp32_module_names(wrapper, int8_keep_fp32) if "pte-int8" in formats else []  # a bad name fails before any file
+    if "pte-int8" in formats or not skip_parity:  # images it will need (an image folder's cache, say) fail before any file
+        for split in ("train",) * ("pte-int8" in formats) + ("test",) * (not skip_parity):
+            load_run_split(config, split, root=root, mirror=mirror)
     prepare_export_folder(out_dir, [FILE_NAMES[f] for f in formats] + [MANIFEST] + ([] if skip_parity else list(REPORTS)), say=say)
     say(f"exporting {run_dir} ({info.name}, input {list(shape)} raw pixels"
         f"{f', resized to {wrapper.image_size} in the graph' if wrapper.resize else ''}) -> {out_dir}")  # fmt: skip
