@@ -1,0 +1,195 @@
+"""The command line, ``python -m mnv3.search``: three commands, in the order ``make search`` runs
+them. ``run`` (the default, so ``python -m mnv3.search RUN_DIR`` works) searches; ``latency`` fits
+and validates the latency model; ``compare`` trains the searched spec and the width multipliers
+from scratch and compares them."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+from ..checkpoint import CheckpointError
+from ..data import DataUnavailableError
+from ..spec import SpecError
+
+__all__ = ["main", "parse_target"]
+
+COMMANDS = ("run", "latency", "compare")
+
+
+def parse_target(text: str) -> tuple[float | None, float | None]:
+    """``"75%"`` -> (None, 0.75), a fraction of the seed's latency; ``"0.62ms"`` -> (0.62, None).
+    Raises argparse.ArgumentTypeError for anything else (a bare number is ambiguous)."""
+    value = text.strip().lower()
+    try:
+        if value.endswith("%"):
+            fraction = float(value[:-1]) / 100
+            if not 0 < fraction < 1:
+                raise argparse.ArgumentTypeError(f"--target {text}: a fraction of the seed's latency lies between 0% and 100%")
+            return None, fraction
+        if value.endswith("ms"):
+            ms = float(value[:-2])
+            if not ms > 0:
+                raise argparse.ArgumentTypeError(f"--target {text}: a latency must be positive")
+            return ms, None
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"--target {text!r}: give a percentage of the seed's latency (75%) or milliseconds (0.62ms)")
+
+
+def _percent(text: str) -> float:
+    try:
+        value = float(text.rstrip("%")) / 100
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a percentage such as 5%, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a percentage between 0% and 100%, got {text!r}")
+    return value
+
+
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _data_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-root", default="data", metavar="DIR", help="dataset root (default data)")
+    parser.add_argument("--data-mirror", default=None, metavar="DIR", help="offline dataset mirror (default: $MNV3_DATA_MIRROR)")
+
+
+def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="python -m mnv3.search", formatter_class=raw,
+        usage="python -m mnv3.search [run] RUN_DIR --out DIR [options]\n"
+              "       python -m mnv3.search latency RUN_DIR --out DIR [options]\n"
+              "       python -m mnv3.search compare DIR --seed-run RUN_DIR [options]",
+        description=(
+            "NetAdapt (Yang et al. 2018) over a trained run's spec, as MobileNetV3's section 4.2 uses it: narrow one\n"
+            "layer at a time, by the latency measured on ExecuTorch (fp32, XNNPACK, batch 1, 1 thread, this CPU),\n"
+            "until a target latency, and write the spec found. `make search` runs the three commands in order."
+        ),
+        epilog=(
+            "examples:\n"
+            "  python -m mnv3.search latency runs/search/full/cifar10_small_s1-cpu15 --out runs/search/netadapt\n"
+            "  python -m mnv3.search runs/search/full/cifar10_small_s1-cpu15 --out runs/search/netadapt --target 75%\n"
+            "  python -m mnv3.train --experiment cifar10_small_s1 --arch runs/search/netadapt/searched.json\n"
+            "  python -m mnv3.search compare runs/search/netadapt --seed-run runs/search/full/cifar10_small_s1-cpu15\n\n"
+            "Each command explains its options: python -m mnv3.search run --help (latency --help, compare --help).\n"
+            "exit status: 0 done, 2 a run folder, target or file it cannot use (one line says why), 130 interrupted\n"
+            "(run it again: it resumes from DIR/search.jsonl)."
+        ),
+    )  # fmt: skip
+    commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
+    run = commands.add_parser("run", prog="python -m mnv3.search [run]", formatter_class=raw,
+                              help="search from a trained run (the default command)",
+                              description="Search from RUN_DIR's trained model (its best weights) down to --target.",
+                              epilog=(
+                                  "Per step: the proposals (each block's expansion, each residual bottleneck group's width, narrowed\n"
+                                  "just enough that the latency model predicts a cut of --delta), each with the current weights\n"
+                                  "(largest-norm channels kept), BatchNorm re-estimated, --finetune-steps SGD steps and its accuracy\n"
+                                  "on the first --val-images validation images (never the test set); the best accuracy change per\n"
+                                  "millisecond wins and its latency is measured. Writes DIR/search.jsonl (every proposal),\n"
+                                  "DIR/steps/ (each step's weights), DIR/latency/ (timings, programs) and, at the target,\n"
+                                  "DIR/searched.json. About 3-5 min a step on our 2-core CPU at the defaults."))  # fmt: skip
+    run.add_argument("run_dir", metavar="RUN_DIR", help="a finished run at width 1.0 (config.json and best.pt or final.safetensors)")
+    run.add_argument("--out", required=True, metavar="DIR", help="the search's folder (resumed when it holds a search.jsonl)")
+    run.add_argument("--target", type=parse_target, default=(None, 0.75), metavar="T",
+                     help="target latency: a percentage of the seed's measured latency (75%%, the default) or milliseconds (0.62ms)")
+    run.add_argument("--delta", type=_percent, default=0.05, metavar="P", help="latency cut per step, a percentage of the seed's (default 5%%)")
+    run.add_argument("--finetune-steps", type=int, default=20, metavar="N", help="SGD steps per proposal (default 20)")
+    run.add_argument("--batch-size", type=_positive(int), default=128, metavar="N", help="images per fine-tuning step (default 128)")
+    run.add_argument("--lr", type=_positive(float), default=0.02, help="fine-tuning learning rate, constant (default 0.02)")
+    run.add_argument("--bn-batches", type=int, default=10, metavar="N", help="batches that re-estimate BatchNorm (default 10)")
+    run.add_argument("--val-images", type=_positive(int), default=2000, metavar="N", help="validation images for the proxy accuracy (default 2000)")
+    run.add_argument("--max-steps", type=_positive(int), default=40, metavar="N", help="stop after N steps (default 40)")
+    run.add_argument("--threads", type=_positive(int), default=2, metavar="N", help="CPU threads for fine-tuning (default 2; latency always uses 1)")
+    run.add_argument("--seed", type=int, default=0, help="seed of the step batches and the latency model's random specs")
+    _data_args(run)
+    lat = commands.add_parser("latency", prog="python -m mnv3.search latency", formatter_class=raw,
+                              help="fit the latency model and validate it on held-out specs",
+                              description=(
+                                  "Measure --fit random specs of RUN_DIR's structure (the fit set), --held-out others and the\n"
+                                  "single-layer cuts of the seed a step proposes, fit the latency model on the fit set, and write\n"
+                                  "DIR/latency-validation.json: the mean absolute percentage error on the held-out specs (goal <= 3%)\n"
+                                  "and Spearman's rank correlation of predicted against measured cuts (goal >= 0.9). The timings\n"
+                                  "stay in DIR/latency/ for the search. Lowering a program takes 10-25 s here; they are cached."))  # fmt: skip
+    lat.add_argument("run_dir", metavar="RUN_DIR")
+    lat.add_argument("--out", required=True, metavar="DIR", help="the search's folder")
+    lat.add_argument("--fit", type=_positive(int), default=24, metavar="N", help="random specs to fit on (default 24)")
+    lat.add_argument("--held-out", type=_positive(int), default=8, metavar="N", help="random specs to validate on (default 8)")
+    lat.add_argument("--budget", type=_positive(float), default=30.0, metavar="S", help="seconds of timing per session (default 30)")
+    lat.add_argument("--seed", type=int, default=0)
+    cmp = commands.add_parser("compare", prog="python -m mnv3.search compare", formatter_class=raw,
+                              help="train the searched spec and the bracketing width multipliers from scratch, and compare",
+                              description=(
+                                  "Time the searched spec beside the seed's spec at --grid widths (one interleaved run), take the two\n"
+                                  "widths that bracket it, train all three from scratch with the seed run's recipe (--epochs, --seeds),\n"
+                                  "and write DIR/comparison.json: the accuracy gap to the width frontier at equal latency with a 95%%\n"
+                                  "interval, and the frontier's latency at equal accuracy. Runs go to DIR/runs/ and are resumed."))  # fmt: skip
+    cmp.add_argument("search_dir", metavar="DIR", help="the search's folder (holding searched.json)")
+    cmp.add_argument("--seed-run", required=True, metavar="RUN_DIR", help="the seed run (its recipe is reused)")
+    cmp.add_argument("--epochs", type=_positive(int), default=None, metavar="N", help="epochs per run (default: the seed run's)")
+    cmp.add_argument("--seeds", default="0,1", metavar="LIST", help="training seeds per arm (default 0,1)")
+    cmp.add_argument("--threads", type=_positive(int), default=2, metavar="N", help="CPU threads for training (default 2)")
+    _data_args(cmp)
+    return parser, {"run": run, "latency": lat, "compare": cmp}
+
+
+def _with_command(argv: list[str]) -> list[str]:
+    if argv and (argv[0] in COMMANDS or argv[0] in ("-h", "--help")):
+        return argv
+    return ["run", *argv]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status (0 done, 2 unusable input, 130 interrupted)."""
+    from .compare import CompareConfig, compare
+    from .netadapt import SearchConfig, SearchError, run_search
+    from .proxy import ProxyConfig
+    from .validation import validate_latency
+
+    parser, commands = _parsers()
+    args = parser.parse_args(_with_command(list(sys.argv[1:] if argv is None else argv)))
+    try:
+        if args.command == "run":
+            target_ms, fraction = args.target
+            try:
+                proxy = ProxyConfig(args.finetune_steps, args.batch_size, args.lr, args.bn_batches, args.val_images)
+            except ValueError as err:
+                commands["run"].error(str(err))
+            cfg = SearchConfig(target_ms=target_ms, target_fraction=fraction, delta_fraction=args.delta, proxy=proxy,
+                               threads=args.threads, seed=args.seed, max_steps=args.max_steps)  # fmt: skip
+            path = run_search(args.run_dir, args.out, cfg, data_root=args.data_root, data_mirror=args.data_mirror)
+            print(f"searched spec -> {path}\ntrain it: python -m mnv3.train --experiment <the seed's> --arch {path}")
+        elif args.command == "latency":
+            report = validate_latency(args.run_dir, args.out, fit=args.fit, held_out=args.held_out, budget_s=args.budget, seed=args.seed)
+            print(json.dumps({k: report[k] for k in ("mape_percent", "spearman_cuts")}))
+        else:
+            try:
+                seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())
+            except ValueError:
+                commands["compare"].error(f"--seeds {args.seeds!r}: a comma-separated list of integers, e.g. 0,1")
+            if len(seeds) < 2:
+                commands["compare"].error("--seeds: at least two seeds, so each arm has a spread")
+            result = compare(args.search_dir, args.seed_run, CompareConfig(epochs=args.epochs, seeds=seeds, threads=args.threads),
+                             data_root=args.data_root, data_mirror=args.data_mirror)  # fmt: skip
+            gap = result["gap"]
+            print(f"searched vs width frontier at equal latency: {gap['gap_points']:+.2f} points "
+                  f"(95% interval {gap['ci95_points'][0]:+.2f} to {gap['ci95_points'][1]:+.2f})")
+        return 0
+    except (SearchError, CheckpointError, SpecError, DataUnavailableError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; run the same command again to resume", file=sys.stderr)
+        return 130
