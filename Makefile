@@ -121,6 +121,41 @@ BENCH_ARGS ?=
 bench: | setup ## benchmarks: CPU latency, training throughput, width frontier -> reports/bench/*.json
 	$(PY) -m mnv3.bench --out reports/bench --runs-dir $(RUNS_DIR) $(BENCH_ARGS)
 
+# The search (python -m mnv3.search --help): NetAdapt (the paper's section 4.2) over cifar10_small_s1's
+# spec, with latency measured on ExecuTorch (fp32, XNNPACK, batch 1, one thread) on this CPU. Four steps,
+# each skipped once its file exists: the seed run, the latency model (fitted and validated), the
+# search, and the comparison (the searched spec and the two bracketing width multipliers trained from
+# scratch, SEARCH_SEEDS seeds each); then the results are copied into reports/search/ (notebook 08).
+# PROFILE=quick (the default, a 2-core CPU): the seed is the full profile's recipe cut to SEED_EPOCHS
+# epochs, each comparison run COMPARE_EPOCHS; one thread, the fastest on a machine others share (our
+# 2-core machine under load trained several times slower with 2). PROFILE=full (a GPU): the seed and the
+# comparison runs train the full profile on the GPU; the latency is measured on the CPU all the same.
+SEARCH_DIR ?= runs/search
+SEED_EPOCHS ?= 15
+COMPARE_EPOCHS ?= 5
+SEARCH_SEEDS ?= 0,1
+SEARCH_THREADS ?= 1
+SEARCH_ARGS ?= --target 75%
+SEED_NAME := $(if $(filter full,$(PROFILE)),cifar10_small_s1,cifar10_small_s1-cpu$(SEED_EPOCHS))
+SEED_RUN := $(SEARCH_DIR)/full/$(SEED_NAME)
+SEED_ARGS := $(if $(filter full,$(PROFILE)),,--epochs $(SEED_EPOCHS) --compile false --channels-last true --threads $(SEARCH_THREADS))
+NETADAPT := $(SEARCH_DIR)/netadapt-$(PROFILE)
+.PHONY: search
+search: $(NETADAPT)/comparison.json ## NetAdapt from a cifar10_small_s1 seed, then the comparison with width multipliers -> reports/search/
+	$(PY) -m mnv3.search publish $(NETADAPT) --seed-run $(SEED_RUN) --to reports/search
+
+$(SEED_RUN)/test.json: | data
+	$(TRAIN_CMD) --experiment cifar10_small_s1 --profile full --out $(SEARCH_DIR) --name $(SEED_NAME) --data-root $(DATA_ROOT) $(MIRROR_ARG) $(SEED_ARGS) $(if $(wildcard $(SEED_RUN)/last.pt),--resume)
+
+$(NETADAPT)/latency-validation.json: $(SEED_RUN)/test.json
+	$(PY) -m mnv3.search latency $(SEED_RUN) --out $(NETADAPT)
+
+$(NETADAPT)/searched.json: $(NETADAPT)/latency-validation.json
+	$(PY) -m mnv3.search run $(SEED_RUN) --out $(NETADAPT) $(SEARCH_ARGS) --threads $(SEARCH_THREADS) --data-root $(DATA_ROOT) $(MIRROR_ARG)
+
+$(NETADAPT)/comparison.json: $(NETADAPT)/searched.json
+	$(PY) -m mnv3.search compare $(NETADAPT) --seed-run $(SEED_RUN) --seeds $(SEARCH_SEEDS) --threads $(SEARCH_THREADS) --data-root $(DATA_ROOT) $(MIRROR_ARG) $(if $(filter full,$(PROFILE)),,--epochs $(COMPARE_EPOCHS))
+
 # The GPU machine is offline and receives only the working tree: copy the mirror into it (git-ignored
 # .mirror/, about 30 MB) and carry that folder. Then, there: bash scripts/gpu_plan.sh smoke (scripts/gpu_plan.md)
 GPU_MIRROR ?= .mirror

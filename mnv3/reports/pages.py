@@ -135,6 +135,15 @@ NOTEBOOKS: list[Notebook] = [
         parameters={"bench_dir": "reports/bench"},
         requires=(Requirement("{repo}/reports/bench/inference.json", "`make bench`"),),
     ),
+    Notebook(
+        "08_search",
+        "Search: NetAdapt with ExecuTorch latency",
+        "The paper's layer-wise search (section 4.2) over cifar10_small_s1's spec: the latency model and its errors, "
+        "the trajectory, the spec found against Table 2, and that spec against the width multipliers, trained from scratch.",
+        # Reads the committed reports/search/, written by `make search` (python -m mnv3.search publish).
+        parameters={"search_dir": "reports/search"},
+        requires=(Requirement("{repo}/reports/search/search.jsonl", "`make search`"),),
+    ),
 ]
 
 

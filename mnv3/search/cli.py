@@ -1,7 +1,8 @@
-"""The command line, ``python -m mnv3.search``: three commands, in the order ``make search`` runs
-them. ``run`` (the default, so ``python -m mnv3.search RUN_DIR`` works) searches; ``latency`` fits
-and validates the latency model; ``compare`` trains the searched spec and the width multipliers
-from scratch and compares them."""
+"""The command line, ``python -m mnv3.search``: four commands; ``make search`` runs ``latency``,
+``run``, ``compare`` and ``publish`` in that order. ``run`` (the default, so ``python -m
+mnv3.search RUN_DIR`` works) searches; ``latency`` fits and validates the latency model;
+``compare`` trains the searched spec and the width multipliers from scratch and compares them;
+``publish`` copies the results into ``reports/search/``."""
 from __future__ import annotations
 
 import argparse
@@ -15,7 +16,7 @@ from ..spec import SpecError
 
 __all__ = ["main", "parse_target"]
 
-COMMANDS = ("run", "latency", "compare")
+COMMANDS = ("run", "latency", "compare", "publish")
 
 
 def parse_target(text: str) -> tuple[float | None, float | None]:
@@ -61,6 +62,16 @@ def _positive(kind):
     return parse
 
 
+def _fractions(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        values = ()
+    if not values or not all(0 < v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected fractions between 0 and 1 such as 0.75,0.5, got {text!r}")
+    return values
+
+
 def _data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", default="data", metavar="DIR", help="dataset root (default data)")
     parser.add_argument("--data-mirror", default=None, metavar="DIR", help="offline dataset mirror (default: $MNV3_DATA_MIRROR)")
@@ -72,7 +83,8 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
         prog="python -m mnv3.search", formatter_class=raw,
         usage="python -m mnv3.search [run] RUN_DIR --out DIR [options]\n"
               "       python -m mnv3.search latency RUN_DIR --out DIR [options]\n"
-              "       python -m mnv3.search compare DIR --seed-run RUN_DIR [options]",
+              "       python -m mnv3.search compare DIR --seed-run RUN_DIR [options]\n"
+              "       python -m mnv3.search publish DIR --seed-run RUN_DIR [--to DEST]",
         description=(
             "NetAdapt (Yang et al. 2018) over a trained run's spec, as MobileNetV3's section 4.2 uses it: narrow one\n"
             "layer at a time, by the latency measured on ExecuTorch (fp32, XNNPACK, batch 1, 1 thread, this CPU),\n"
@@ -114,6 +126,8 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
     run.add_argument("--max-steps", type=_positive(int), default=40, metavar="N", help="stop after N steps (default 40)")
     run.add_argument("--threads", type=_positive(int), default=2, metavar="N", help="CPU threads for fine-tuning (default 2; latency always uses 1)")
     run.add_argument("--seed", type=int, default=0, help="seed of the step batches and the latency model's random specs")
+    run.add_argument("--fit-specs", type=_positive(int), default=16, metavar="N",
+                     help="random specs measured first when DIR/latency/ holds fewer (default 16; `latency` measures more)")
     _data_args(run)
     lat = commands.add_parser("latency", prog="python -m mnv3.search latency", formatter_class=raw,
                               help="fit the latency model and validate it on held-out specs",
@@ -128,7 +142,9 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
     lat.add_argument("--fit", type=_positive(int), default=24, metavar="N", help="random specs to fit on (default 24)")
     lat.add_argument("--held-out", type=_positive(int), default=8, metavar="N", help="random specs to validate on (default 8)")
     lat.add_argument("--budget", type=_positive(float), default=30.0, metavar="S", help="seconds of timing per session (default 30)")
-    lat.add_argument("--seed", type=int, default=0)
+    lat.add_argument("--cuts", type=_fractions, default=(0.75, 0.5), metavar="LIST",
+                     help="the seed's single-layer cuts, as fractions of each layer's width (default 0.75,0.5)")
+    lat.add_argument("--seed", type=int, default=0, help="seed of the random specs (the held-out ones use seed + 1000)")
     cmp = commands.add_parser("compare", prog="python -m mnv3.search compare", formatter_class=raw,
                               help="train the searched spec and the bracketing width multipliers from scratch, and compare",
                               description=(
@@ -142,7 +158,15 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
     cmp.add_argument("--seeds", default="0,1", metavar="LIST", help="training seeds per arm (default 0,1)")
     cmp.add_argument("--threads", type=_positive(int), default=2, metavar="N", help="CPU threads for training (default 2)")
     _data_args(cmp)
-    return parser, {"run": run, "latency": lat, "compare": cmp}
+    pub = commands.add_parser("publish", prog="python -m mnv3.search publish",
+                              help="copy a search, its seed run and its comparison runs into a committable folder",
+                              description="Copy DIR's search.jsonl, searched.json, latency-validation.json, latency.json and "
+                                          "comparison.json, the seed run (published with its best weights as safetensors) and "
+                                          "the comparison runs' records into --to (what notebook 08 and the README show).")  # fmt: skip
+    pub.add_argument("search_dir", metavar="DIR", help="the search's folder")
+    pub.add_argument("--seed-run", required=True, metavar="RUN_DIR", help="the seed run")
+    pub.add_argument("--to", default="reports/search", metavar="DEST", help="default reports/search")
+    return parser, {"run": run, "latency": lat, "compare": cmp, "publish": pub}
 
 
 def _with_command(argv: list[str]) -> list[str]:
@@ -168,12 +192,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             except ValueError as err:
                 commands["run"].error(str(err))
             cfg = SearchConfig(target_ms=target_ms, target_fraction=fraction, delta_fraction=args.delta, proxy=proxy,
-                               threads=args.threads, seed=args.seed, max_steps=args.max_steps)  # fmt: skip
+                               threads=args.threads, seed=args.seed, max_steps=args.max_steps, fit_specs=args.fit_specs)  # fmt: skip
             path = run_search(args.run_dir, args.out, cfg, data_root=args.data_root, data_mirror=args.data_mirror)
-            print(f"searched spec -> {path}\ntrain it: python -m mnv3.train --experiment <the seed's> --arch {path}")
+            print(f"searched spec -> {path}\n{json.loads(path.read_text())['notes'].rsplit('. ', 1)[-1]}")
         elif args.command == "latency":
-            report = validate_latency(args.run_dir, args.out, fit=args.fit, held_out=args.held_out, budget_s=args.budget, seed=args.seed)
+            report = validate_latency(args.run_dir, args.out, fit=args.fit, held_out=args.held_out, budget_s=args.budget,
+                                      seed=args.seed, fractions=args.cuts)  # fmt: skip
             print(json.dumps({k: report[k] for k in ("mape_percent", "spearman_cuts")}))
+        elif args.command == "publish":
+            from .publish import publish_search
+
+            print(f"search -> {publish_search(args.search_dir, args.seed_run, args.to)}")
         else:
             try:
                 seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())

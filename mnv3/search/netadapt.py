@@ -108,6 +108,15 @@ def read_log(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
+# Settings that may change between a search and its resumption: they decide when to stop and how
+# much to measure up front, not what a step computes.
+RESUMABLE_CHANGES = ("max_steps", "fit_specs")
+
+
+def _identity(value: Any) -> Any:
+    return {k: v for k, v in value.items() if k not in RESUMABLE_CHANGES} if isinstance(value, dict) else value
+
+
 def _append(path: Path, record: dict[str, Any]) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
@@ -138,7 +147,7 @@ def run_search(run_dir: str | Path, out_dir: str | Path, cfg: SearchConfig, *, d
     log_path = out_dir / "search.jsonl"
     records = read_log(log_path)
     header = {"type": "start", "run_dir": shown_path(run_dir), "config": cfg.to_dict(), "setting": setting.to_dict()}
-    if records and any(records[0].get(k) != header[k] for k in ("run_dir", "config", "setting")):
+    if records and any(_identity(records[0].get(k)) != _identity(header[k]) for k in ("run_dir", "config", "setting")):
         raise SearchError(f"{log_path} is the log of another search (other seed run or settings). Use another --out, "
                           "or delete that folder to start afresh.")
 
@@ -157,6 +166,9 @@ def run_search(run_dir: str | Path, out_dir: str | Path, cfg: SearchConfig, *, d
     if not records:
         _append(log_path, {**header, "seed_ms": seed_ms, "target_ms": target_ms, "delta_ms": delta_ms, "cpu": cpu_model(),
                            "git_commit": git_commit(), "time": time.strftime("%Y-%m-%d %H:%M:%S")})  # fmt: skip
+    elif records[-1]["type"] == "done" and (out_dir / records[-1]["spec_file"]).is_file():
+        log(f"{shown_path(log_path)}: this search is done; its spec is {shown_path(out_dir / records[-1]['spec_file'])}")
+        return out_dir / records[-1]["spec_file"]
     else:
         log(f"resuming {shown_path(log_path)}")
 

@@ -22,7 +22,8 @@ from torch import nn
 from ..augment import prepare_batch
 from ..data import DatasetInfo, dataset_info, load_split, train_val_split
 from ..experiments import Experiment
-from ..train import SPLIT_SEED, make_optimizer, train_step
+from ..step import make_optimizer, train_step
+from ..train import SPLIT_SEED
 
 __all__ = ["ProxyConfig", "ProxyData", "load_proxy_data", "step_batches", "recalibrate_batchnorm", "fine_tune",
            "evaluate_accuracy", "proxy_accuracy"]  # fmt: skip

@@ -14,8 +14,9 @@ from typing import Any
 from ..spec import ModelSpec, load_spec
 from .netadapt import read_log
 
-__all__ = ["MissingSearchError", "load_search", "proposals_frame", "steps_frame", "spec_table", "plot_trajectory",
-           "plot_predicted_vs_measured", "plot_frontier", "comparison_summary"]  # fmt: skip
+__all__ = ["MissingSearchError", "load_search", "environment_frame", "sessions_frame", "width_dependence", "validation_summary",
+           "model_frame", "proposals_frame", "steps_frame", "spec_table", "spec_note", "plot_trajectory",
+           "plot_predicted_vs_measured", "plot_frontier", "comparison_summary", "runs_frame"]  # fmt: skip
 
 
 class MissingSearchError(FileNotFoundError):
@@ -36,8 +37,92 @@ def load_search(search_dir: str | Path) -> dict[str, Any]:
         return json.loads(path.read_text()) if path.is_file() else None
 
     spec = load_spec(folder / "searched.json") if (folder / "searched.json").is_file() else None
-    return {"dir": folder, "start": records[0], "records": records, "spec": spec,
+    latency = read("latency.json") or read("latency/latency.json")
+    return {"dir": folder, "start": records[0], "records": records, "spec": spec, "latency": latency,
             "validation": read("latency-validation.json"), "comparison": read("comparison.json")}  # fmt: skip
+
+
+def environment_frame(search: dict[str, Any]):
+    """Where the latencies were measured: CPU, ExecuTorch version, runtime threads, input, and the
+    search's git commit and start time, as a one-column DataFrame."""
+    import pandas as pd
+
+    key = (search["latency"] or {}).get("key") or (search["validation"] or {}).get("key") or {}
+    start = search["start"]
+    rows = {"CPU": key.get("cpu"), "ExecuTorch": key.get("executorch"), "runtime threads": key.get("threads"),
+            "input": f"{key.get('in_channels')}x{key.get('input_size')}x{key.get('input_size')}, batch 1",
+            "drop_first_strides": key.get("drop_first_strides"), "seed run": start.get("run_dir"),
+            "search started": start.get("time"), "git commit": start.get("git_commit")}  # fmt: skip
+    return pd.DataFrame({"value": rows})
+
+
+def sessions_frame(search: dict[str, Any]):
+    """Every timing session: why, when, rounds, the seed's median (ms) and the cores other
+    processes used meanwhile (:class:`mnv3.bench.machine.CpuMeter`)."""
+    import pandas as pd
+
+    sessions = (search["latency"] or {}).get("sessions", [])
+    return pd.DataFrame([{k: s.get(k) for k in ("why", "time", "rounds", "reference_median_ms", "other_cores", "seconds")}
+                         for s in sessions])  # fmt: skip
+
+
+def width_dependence(search: dict[str, Any]) -> dict[str, Any] | None:
+    """The seed's spec at the comparison's widths: {"table" (width, MACs in millions, measured ms),
+    "floor_ms" (the intercept of a least-squares line of latency over MACs), "share" (the part of
+    the seed's latency above that floor), "sentence"}; None before the comparison ran."""
+    import numpy as np
+    import pandas as pd
+
+    from ..spec import spec_from_dict
+    from .compare import spec_at_width
+    from .latency import Setting, features
+
+    comparison = search["comparison"]
+    if comparison is None:
+        return None
+    setting = Setting(**{k: tuple(v) if isinstance(v, list) else v for k, v in search["start"]["setting"].items()})
+    seed_spec = spec_from_dict(search["latency"]["reference"])
+    programs = comparison["timing"]["programs"]
+    rows = []
+    for name, timing in programs.items():
+        if name.startswith("width "):
+            width = float(name.split()[1])
+            f = features(spec_at_width(seed_spec, width), setting)
+            rows.append({"width": width, "MACs (M)": sum(v for k, v in f.items() if k.endswith("_macs")), "latency (ms)": timing["median_ms"]})
+    table = pd.DataFrame(rows).sort_values("width").set_index("width")
+    slope, floor = np.polyfit(table["MACs (M)"], table["latency (ms)"], 1)
+    full = float(table["latency (ms)"].iloc[-1])
+    share = 1 - floor / full
+    sentence = (f"A straight line through these points meets zero multiply-adds at **{floor:.3f} ms**: that floor does not "
+                f"depend on width. At width {table.index[-1]:g} ({full:.3f} ms) **{100 * share:.0f}%** of the latency "
+                f"is above it, {1000 * slope:.2f} µs per million multiply-adds: that is what a search over widths can cut.")
+    return {"table": table, "floor_ms": float(floor), "share": float(share), "sentence": sentence}
+
+
+def validation_summary(search: dict[str, Any]) -> str:
+    """The latency model's two numbers against their goals, as Markdown."""
+    v = search["validation"]
+    if v is None:
+        return "No validation yet: `python -m mnv3.search latency` fits and validates the model."
+    mape_ok = v["mape_percent"] <= v["goals"]["mape_percent"]
+    rho_ok = v["spearman_cuts"] >= v["goals"]["spearman_cuts"]
+    return (f"Fitted on {v['fit_specs']} random specs (and the seed); on {len(v['held_out'])} held-out specs the mean absolute "
+            f"percentage error is **{v['mape_percent']:.2f}%** (goal at most {v['goals']['mape_percent']:g}%: "
+            f"{'met' if mape_ok else 'missed'}); on the seed's {len(v['cuts'])} single-layer cuts Spearman's rank "
+            f"correlation of predicted against measured cuts is **{v['spearman_cuts']:.3f}** (goal at least "
+            f"{v['goals']['spearman_cuts']:g}: {'met' if rho_ok else 'missed'}).")
+
+
+def model_frame(search: dict[str, Any]):
+    """The validated latency model's coefficients: the intercept (ms) and ms per million of each feature."""
+    import pandas as pd
+
+    v = search["validation"]
+    if v is None:
+        return pd.DataFrame()
+    model = v["model"]
+    rows = {"intercept (ms)": model["intercept_ms"], **{f"{k} (ms per million)": c for k, c in model["coef_ms_per_million"].items()}}
+    return pd.DataFrame({"coefficient": rows})
 
 
 def proposals_frame(search: dict[str, Any]):
@@ -81,6 +166,30 @@ def spec_table(searched: ModelSpec, paper: ModelSpec | str = "small"):
         rows.append({"row": f"block {i}", "kernel": p.kernel, "exp size": cell(p.exp_size, s.exp_size), "out": cell(p.out, s.out),
                      "SE": "yes" if p.se else "", "NL": p.nl, "stride": p.stride})  # fmt: skip
     return pd.DataFrame(rows).set_index("row")
+
+
+def spec_note(search: dict[str, Any]) -> str:
+    """The searched spec's notes (where it came from) and its parameters and MACs against the
+    seed's, as Markdown."""
+    import json
+
+    from ..model import MobileNetV3
+    from ..spec import spec_from_dict
+    from ..summary import summarize, totals
+
+    setting = search["start"]["setting"]
+    data = json.loads((search["dir"] / "searched.json").read_text())
+    seed = spec_from_dict(search["latency"]["reference"]) if search["latency"] else load_spec("small")
+
+    def size(spec):
+        model = MobileNetV3(spec, num_classes=setting["num_classes"], in_channels=setting["in_channels"],
+                            drop_first_strides=setting["drop_first_strides"])  # fmt: skip
+        t = totals(summarize(model, setting["input_size"]))
+        return t["params"], t["macs"]
+
+    (p0, m0), (p1, m1) = size(seed), size(search["spec"])
+    return (f"{data['notes']}\n\nParameters {p1:,} against the seed's {p0:,} ({p1 / p0:.2f}x); multiply-adds per image "
+            f"{m1 / 1e6:.2f}M against {m0 / 1e6:.2f}M ({m1 / m0:.2f}x) at {setting['input_size']}x{setting['input_size']}.")
 
 
 def plot_trajectory(search: dict[str, Any]):
@@ -162,6 +271,18 @@ def plot_frontier(search: dict[str, Any]):
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def runs_frame(search: dict[str, Any]):
+    """The comparison's runs: arm, seed, test accuracy, measured latency of the arm (ms)."""
+    import pandas as pd
+
+    c = search["comparison"]
+    low, high = c["widths"]["low"], c["widths"]["high"]
+    keys = {"searched": "searched", f"width{low:g}": "low", f"width{high:g}": "high"}
+    rows = [{"arm": arm, "seed": seed, "test accuracy (%)": 100 * acc, "latency (ms)": c["latency_ms"][keys[arm]], "run": run}
+            for arm, accs in c["accuracies"].items() for seed, acc, run in zip(c["seeds"], accs, c["runs"][arm])]  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 def comparison_summary(search: dict[str, Any]) -> str:

@@ -87,7 +87,7 @@ def cut_proposals(spec: ModelSpec, drop_first_strides: int, fractions: Sequence[
 
 
 def validate_latency(run_dir: str | Path, out_dir: str | Path, *, fit: int = 24, held_out: int = 8, budget_s: float = 30.0,
-                     seed: int = 0, log=print) -> dict[str, Any]:  # fmt: skip
+                     seed: int = 0, fractions: Sequence[float] = (0.75, 0.5), log=print) -> dict[str, Any]:  # fmt: skip
     """Measure and validate the latency model of ``run_dir``'s spec (module docstring); writes and
     returns ``out_dir/latency-validation.json``. Only the run's config.json is read (latency does
     not depend on the weights), so a run still training will do. The timings stay in
@@ -100,7 +100,7 @@ def validate_latency(run_dir: str | Path, out_dir: str | Path, *, fit: int = 24,
     store = LatencyStore(Path(out_dir) / "latency", setting, spec, log=log)
     fit_specs = {f"fit{i}": s for i, s in enumerate(random_specs(spec, fit, seed=seed, drop_first_strides=drop))}
     held = {f"held-out {i}": s for i, s in enumerate(random_specs(spec, held_out, seed=seed + 1000, drop_first_strides=drop))}
-    cuts = cut_proposals(spec, drop)
+    cuts = cut_proposals(spec, drop, fractions)
     measured: dict[str, float] = {}
     batches = [("fit", {"seed": spec, **fit_specs}), ("held-out", held), ("cuts", cuts)]
     for why, specs in batches:
