@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..data import dataset_info
+from ..imagefolder import run_dataset_info
 from ..files import write_json_atomic
 from ..layers import make_divisible
 from ..paths import shown_path
@@ -140,7 +140,7 @@ def compare(search_dir: str | Path, seed_run: str | Path, cfg: CompareConfig, *,
     searched = load_spec(spec_path)
     recipe = load_record(seed_run)
     base = spec_from_dict(recipe["model"]["spec"], source=f"{seed_run}/config.json")
-    setting = Setting.from_run(recipe, dataset_info(recipe["dataset"]))
+    setting = Setting.from_run(recipe, run_dataset_info(recipe))
     cache = ProgramCache(search_dir / "latency" / "programs", setting)
     programs = {"seed": cache.path(base), "searched": cache.path(searched)}
     programs.update({f"width {w:g}": cache.path(spec_at_width(base, w)) for w in cfg.grid})

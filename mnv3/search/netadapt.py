@@ -28,7 +28,7 @@ from typing import Any, Callable
 import torch
 
 from ..checkpoint import load_run, load_weights, model_with_weights, save_weights
-from ..data import dataset_info
+from ..imagefolder import run_dataset_info
 from ..environment import cpu_model, git_commit
 from ..files import write_json_atomic
 from ..paths import shown_path
@@ -141,7 +141,7 @@ def run_search(run_dir: str | Path, out_dir: str | Path, cfg: SearchConfig, *, d
         raise SearchError(f"{run_dir}: the seed has width {seed_model.config['width_mult']}; the search narrows a spec's own "
                           "layers at width 1.0. Train the seed with --width-mult 1.0 (a spec file can hold narrower layers).")
     drop = seed_model.config["drop_first_strides"]
-    info = dataset_info(config["dataset"])
+    info = run_dataset_info(config)
     setting = Setting.from_run(config, info)
     out_dir.mkdir(parents=True, exist_ok=True)
     log_path = out_dir / "search.jsonl"

@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from ..augment import prepare_batch
-from ..data import DatasetInfo, dataset_info, load_split, train_val_split
+from ..data import DatasetInfo, train_val_split
 from ..experiments import Experiment
+from ..imagefolder import is_folder_dataset, load_run_split, run_dataset_info
 from ..step import make_optimizer, train_step
 from ..train import SPLIT_SEED
 
@@ -68,19 +69,24 @@ class ProxyData:
 
 def load_proxy_data(config: Mapping[str, Any], *, val_images: int, data_root: str | Path = "data",
                     data_mirror: str | Path | None = None) -> ProxyData:  # fmt: skip
-    """The seed run's split, as training made it (``config`` = the run's config.json): the same
-    validation fraction and split seed, so no validation image was trained on. Raises ValueError
-    when the validation split has fewer than ``val_images`` images."""
+    """The seed run's splits, as training made them (``config`` = the run's config.json): the same
+    validation fraction and split seed, so no validation image was trained on (an image folder's
+    own splits, :func:`mnv3.imagefolder.load_run_split`). Raises ValueError when the validation
+    split has fewer than ``val_images`` images."""
     exp = Experiment(**config["fields"])
-    info = dataset_info(config["dataset"])
-    images, labels = load_split(config["dataset"], "train", root=data_root, mirror=data_mirror)
-    train_idx, val_idx = train_val_split(len(images), exp.val_fraction, seed=config.get("split_seed", SPLIT_SEED))
+    info = run_dataset_info(config)
+    if is_folder_dataset(config["dataset"]):
+        train_x, train_y = load_run_split(config, "train", root=data_root, mirror=data_mirror)
+        val_x, val_y = load_run_split(config, "val", root=data_root, mirror=data_mirror)
+    else:
+        images, labels = load_run_split(config, "train", root=data_root, mirror=data_mirror)
+        train_idx, val_idx = train_val_split(len(images), exp.val_fraction, seed=config.get("split_seed", SPLIT_SEED))
+        train_x, train_y, val_x, val_y = images[train_idx], labels[train_idx], images[val_idx], labels[val_idx]
     if exp.max_train_samples:
-        train_idx = train_idx[: exp.max_train_samples]
-    if len(val_idx) < val_images:
-        raise ValueError(f"the validation split has {len(val_idx)} images, fewer than --val-images {val_images}")
-    val_idx = val_idx[:val_images]
-    return ProxyData(images[train_idx], labels[train_idx], images[val_idx], labels[val_idx], info,
+        train_x, train_y = train_x[: exp.max_train_samples], train_y[: exp.max_train_samples]
+    if len(val_y) < val_images:
+        raise ValueError(f"the validation split has {len(val_y)} images, fewer than --val-images {val_images}")
+    return ProxyData(train_x, train_y, val_x[:val_images], val_y[:val_images], info,
                      int(config.get("image_size") or info.image_size), exp)  # fmt: skip
 
 

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..data import dataset_info
+from ..imagefolder import run_dataset_info
 from ..files import write_json_atomic
 from ..paths import shown_path
 from ..runs import load_record
@@ -96,7 +96,7 @@ def validate_latency(run_dir: str | Path, out_dir: str | Path, *, fit: int = 24,
     config = load_record(run_dir)  # the spec and setting only: latency does not depend on the weights
     spec = spec_from_dict(config["model"]["spec"], source=f"{run_dir}/config.json")
     drop = config["model"].get("drop_first_strides", 0)
-    setting = Setting.from_run(config, dataset_info(config["dataset"]))
+    setting = Setting.from_run(config, run_dataset_info(config))
     store = LatencyStore(Path(out_dir) / "latency", setting, spec, log=log)
     fit_specs = {f"fit{i}": s for i, s in enumerate(random_specs(spec, fit, seed=seed, drop_first_strides=drop))}
     held = {f"held-out {i}": s for i, s in enumerate(random_specs(spec, held_out, seed=seed + 1000, drop_first_strides=drop))}
