@@ -64,6 +64,7 @@ def interleaved_times(
     min_rounds: int = 10,
     budget_s: float = 15.0,
     sync: Callable[[], Any] | None = None,
+    turn_warmup: int = 0,
 ) -> dict[str, list[float]]:
     """Per-call wall times (ms) of each call, measured round-robin.
 
@@ -74,6 +75,11 @@ def interleaved_times(
     continue until ``max_rounds``, or ``budget_s`` seconds once ``min_rounds`` are done. ``sync``
     (e.g. ``torch.cuda.synchronize``) runs inside each timed interval. Times of round r sit at
     index r of every list, so per-round ratios pair calls made moments apart.
+
+    ``turn_warmup`` untimed calls precede each timed one in a contender's turn. Contenders that
+    each touch megabytes (a model's weights) evict one another from the CPU's caches, so without
+    it every timed call starts cold, and a contender's time depends on how many others it is
+    timed with; with it, each is timed warm, as a program running alone is.
     """
     names = list(calls)
     orders = balanced_orders(len(names))
@@ -87,7 +93,7 @@ def interleaved_times(
     rounds = 0
     while rounds < max_rounds:
         for name in (names[i] for i in orders[rounds % len(orders)]):
-            times[name] += time_calls(calls[name], runs=1, sync=sync)
+            times[name] += time_calls(calls[name], runs=1, warmup=turn_warmup, sync=sync)
         rounds += 1
         # Stop at the end of a cycle of orders, so the design stays balanced.
         if rounds >= min_rounds and rounds % len(orders) == 0 and time.perf_counter() - start >= budget_s:

@@ -229,3 +229,29 @@ def test_a_search_log_of_other_settings_is_refused(tiny_seed, tmp_path, capsys):
     (out / "search.jsonl").write_text(json.dumps({"type": "start", "run_dir": "elsewhere", "config": {}, "setting": {}}) + "\n")
     assert search.main(_search_args(tiny_seed, out)) == 2
     assert "log of another search" in capsys.readouterr().err
+
+
+def test_publish_replaces_the_copy_whole_and_keeps_it_when_it_fails(tiny_seed, tmp_path):
+    import shutil
+
+    from mnv3.search.publish import publish_search
+
+    search_dir, dest = tmp_path / "search", tmp_path / "reports" / "search"
+    search_dir.mkdir()
+    (search_dir / "search.jsonl").write_text(json.dumps({"type": "start"}) + "\n")
+    shutil.copyfile(TINY_SPEC, search_dir / "searched.json")
+    publish_search(search_dir, tiny_seed, dest)
+    assert (dest / "searched.json").read_bytes() == TINY_SPEC.read_bytes()
+    assert (dest / "seed" / "tiny" / "final.safetensors").is_file() and (dest / "seed" / "tiny" / "test.json").is_file()
+    assert not (dest / "comparison.json").exists()
+    (dest / "stray.txt").write_text("from another search")
+    publish_search(search_dir, tiny_seed, dest)
+    assert not (dest / "stray.txt").exists()  # replaced whole
+    before = sorted(p.relative_to(dest) for p in dest.rglob("*"))
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(tiny_seed, unfinished)
+    (unfinished / "test.json").unlink()
+    with pytest.raises(Exception, match="not a finished run"):
+        publish_search(search_dir, unfinished, dest)
+    assert sorted(p.relative_to(dest) for p in dest.rglob("*")) == before
+    assert [p.name for p in dest.parent.iterdir()] == ["search"]  # no staging folder left
