@@ -135,6 +135,8 @@ SEED_EPOCHS ?= 15
 COMPARE_EPOCHS ?= 5
 SEARCH_SEEDS ?= 0,1
 SEARCH_THREADS ?= 1
+# Comparison runs trained at once, each with SEARCH_THREADS threads (2 x 1 thread keeps both cores busy).
+SEARCH_JOBS ?= $(if $(filter full,$(PROFILE)),1,2)
 SEARCH_ARGS ?= --target 75%
 SEED_NAME := $(if $(filter full,$(PROFILE)),cifar10_small_s1,cifar10_small_s1-cpu$(SEED_EPOCHS))
 SEED_RUN := $(SEARCH_DIR)/full/$(SEED_NAME)
@@ -156,7 +158,7 @@ $(NETADAPT)/searched.json: $(NETADAPT)/latency-validation.json
 	$(PY) -m mnv3.search run $(SEED_RUN) --out $(NETADAPT) $(SEARCH_ARGS) --threads $(SEARCH_THREADS) --data-root $(DATA_ROOT) $(MIRROR_ARG)
 
 $(NETADAPT)/comparison.json: $(NETADAPT)/searched.json
-	$(PY) -m mnv3.search compare $(NETADAPT) --seed-run $(SEED_RUN) --seeds $(SEARCH_SEEDS) --threads $(SEARCH_THREADS) --data-root $(DATA_ROOT) $(MIRROR_ARG) $(if $(filter full,$(PROFILE)),,--epochs $(COMPARE_EPOCHS))
+	$(PY) -m mnv3.search compare $(NETADAPT) --seed-run $(SEED_RUN) --seeds $(SEARCH_SEEDS) --threads $(SEARCH_THREADS) --jobs $(SEARCH_JOBS) --data-root $(DATA_ROOT) $(MIRROR_ARG) $(if $(filter full,$(PROFILE)),,--epochs $(COMPARE_EPOCHS))
 
 # The GPU machine is offline and receives only the working tree: copy the mirror into it (git-ignored
 # .mirror/, about 30 MB) and carry that folder. Then, there: bash scripts/gpu_plan.sh smoke (scripts/gpu_plan.md)

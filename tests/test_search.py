@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from mnv3 import search
 from mnv3.data import dataset_info
@@ -18,6 +19,7 @@ from mnv3.search.surgery import MIN_CHANNELS, CHANNEL_STEP, apply_proposal, inhe
 from mnv3.spec import SpecError, load_spec
 from mnv3.summary import summarize, totals
 
+REPO = Path(__file__).resolve().parents[1]
 TINY_SPEC = Path(__file__).parent / "data" / "tiny_spec.json"
 CIFAR = dataset_info("cifar10")
 SETTING = lat.Setting(32, 3, 10, 2, CIFAR.mean, CIFAR.std, 1)
@@ -35,12 +37,25 @@ def test_spec_at_width_is_the_width_multiplier(width):
 @pytest.mark.parametrize("arch, drop, size", [("small", 2, 32), ("large", 0, 224), (str(TINY_SPEC), 2, 28)])
 def test_features_count_the_models_multiply_adds(arch, drop, size):
     spec = load_spec(arch)
-    setting = lat.Setting(size, 3, 10, drop, CIFAR.mean, CIFAR.std)
+    setting = lat.Setting(size, 3, 10, drop, CIFAR.mean, CIFAR.std, lanes=1)  # lanes 1: no rounding to vectors
     f = lat.features(spec, setting)
-    macs = totals(summarize(MobileNetV3(spec, num_classes=10, drop_first_strides=drop), size))["macs"]
-    assert sum(v for k, v in f.items() if k.endswith("_macs")) * 1e6 == pytest.approx(macs, rel=1e-9)
+    model = MobileNetV3(spec, num_classes=10, drop_first_strides=drop)
+    classifier = sum(m.in_features * m.out_features for m in model.classifier if isinstance(m, torch.nn.Linear))
+    macs = totals(summarize(model, size))["macs"]
+    assert sum(v for k, v in f.items() if k.endswith("_macs")) * 1e6 + classifier == pytest.approx(macs, rel=1e-9)
     narrower = apply_proposal(spec, search.Proposal("E", (len(spec.blocks) - 1,), 64), drop_first_strides=drop)
     assert lat.features(narrower, setting)["pw_macs"] < f["pw_macs"]
+
+
+def test_features_count_channels_in_whole_vectors():
+    spec = load_spec("small")
+    to32, to24 = (apply_proposal(spec, search.Proposal("B", (3, 4, 5), c), drop_first_strides=2) for c in (32, 24))
+    lanes16, lanes1 = lat.Setting(32, 3, 10, 2, CIFAR.mean, CIFAR.std, lanes=16), lat.Setting(32, 3, 10, 2, CIFAR.mean, CIFAR.std, lanes=1)
+    assert lat.features(to32, lanes16)["pw_macs"] == lat.features(to24, lanes16)["pw_macs"]  # both two vectors of 16
+    assert lat.features(to32, lanes1)["pw_macs"] > lat.features(to24, lanes1)["pw_macs"]
+    # 40 channels take three vectors of 16, 32 take two: the cut saves a third of those layers' work, not a fifth.
+    assert lat.features(spec, lanes16)["pw_macs"] - lat.features(to32, lanes16)["pw_macs"] > \
+        lat.features(spec, lanes1)["pw_macs"] - lat.features(to32, lanes1)["pw_macs"]
 
 
 def test_latency_model_recovers_a_linear_cost():
@@ -214,6 +229,24 @@ def test_search_end_to_end_resumes_and_never_reads_the_test_set(tiny_seed, tiny_
     assert results.proposals_frame(found)["chosen"].sum() == len(steps)
     assert list(results.steps_frame(found).index) == list(range(len(steps) + 1))
     results.plot_trajectory(found)
+
+    # The comparison: the searched spec and the two widths of the seed's spec around it, trained from
+    # scratch, two at a time in processes of their own.
+    data_root = str(tiny_seed.parents[2] / "data")
+    assert search.main(["compare", str(out), "--seed-run", str(tiny_seed), "--epochs", "1", "--seeds", "0,1", "--jobs", "2",
+                        "--grid", "0.25,0.5,0.75,1", "--data-root", data_root]) == 0  # fmt: skip
+    comparison = json.loads((out / "comparison.json").read_text())
+    latency = comparison["latency_ms"]
+    assert latency["low"] < latency["searched"] < latency["high"]
+    assert sorted(comparison["accuracies"]) == sorted(["searched", f"width{comparison['widths']['low']:g}",
+                                                       f"width{comparison['widths']['high']:g}"])  # fmt: skip
+    for arm, runs in comparison["runs"].items():
+        assert len(runs) == 2
+        for run in runs:
+            config = json.loads((REPO / run / "config.json").read_text())
+            assert config["model"]["spec"]["name"] == ("tiny_for_tests_netadapt" if arm == "searched" else "tiny_for_tests")
+            assert config["fields"]["epochs"] == 1 and config["dataset"] == "synthetic"
+    assert math.isfinite(comparison["gap"]["gap_points"])
 
 
 def test_a_target_above_the_seeds_latency_is_refused(tiny_seed, tiny_latency, tmp_path, capsys):

@@ -13,6 +13,7 @@ from typing import Sequence
 from ..checkpoint import CheckpointError
 from ..data import DataUnavailableError
 from ..spec import SpecError
+from .compare import WIDTH_GRID
 
 __all__ = ["main", "parse_target"]
 
@@ -72,6 +73,16 @@ def _fractions(text: str) -> tuple[float, ...]:
     return values
 
 
+def _fractions_to_one(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(sorted(float(t) for t in text.split(",") if t.strip()))
+    except ValueError:
+        values = ()
+    if len(values) < 2 or not all(0 < v <= 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected at least two widths in (0, 1] such as 0.5,0.75,1, got {text!r}")
+    return values
+
+
 def _data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", default="data", metavar="DIR", help="dataset root (default data)")
     parser.add_argument("--data-mirror", default=None, metavar="DIR", help="offline dataset mirror (default: $MNV3_DATA_MIRROR)")
@@ -124,7 +135,7 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
     run.add_argument("--bn-batches", type=int, default=10, metavar="N", help="batches that re-estimate BatchNorm (default 10)")
     run.add_argument("--val-images", type=_positive(int), default=2000, metavar="N", help="validation images for the proxy accuracy (default 2000)")
     run.add_argument("--max-steps", type=_positive(int), default=40, metavar="N", help="stop after N steps (default 40)")
-    run.add_argument("--threads", type=_positive(int), default=2, metavar="N", help="CPU threads for fine-tuning (default 2; latency always uses 1)")
+    run.add_argument("--threads", type=_positive(int), default=1, metavar="N", help="CPU threads for fine-tuning (default 1; latency always uses 1)")
     run.add_argument("--seed", type=int, default=0, help="seed of the step batches and the latency model's random specs")
     run.add_argument("--fit-specs", type=_positive(int), default=16, metavar="N",
                      help="random specs measured first when DIR/latency/ holds fewer (default 16; `latency` measures more)")
@@ -156,7 +167,11 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
     cmp.add_argument("--seed-run", required=True, metavar="RUN_DIR", help="the seed run (its recipe is reused)")
     cmp.add_argument("--epochs", type=_positive(int), default=None, metavar="N", help="epochs per run (default: the seed run's)")
     cmp.add_argument("--seeds", default="0,1", metavar="LIST", help="training seeds per arm (default 0,1)")
-    cmp.add_argument("--threads", type=_positive(int), default=2, metavar="N", help="CPU threads for training (default 2)")
+    cmp.add_argument("--grid", type=_fractions_to_one, default=WIDTH_GRID, metavar="LIST",
+                     help=f"width multipliers timed to find the two that bracket the searched spec (default {','.join(f'{w:g}' for w in WIDTH_GRID)})")
+    cmp.add_argument("--threads", type=_positive(int), default=1, metavar="N", help="CPU threads per training (default 1)")
+    cmp.add_argument("--jobs", type=_positive(int), default=1, metavar="N",
+                     help="runs trained at once, each in its own process logging to DIR/runs/<profile>/<run>.log (default 1)")
     _data_args(cmp)
     pub = commands.add_parser("publish", prog="python -m mnv3.search publish",
                               help="copy a search, its seed run and its comparison runs into a committable folder",
@@ -210,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 commands["compare"].error(f"--seeds {args.seeds!r}: a comma-separated list of integers, e.g. 0,1")
             if len(seeds) < 2:
                 commands["compare"].error("--seeds: at least two seeds, so each arm has a spread")
-            result = compare(args.search_dir, args.seed_run, CompareConfig(epochs=args.epochs, seeds=seeds, threads=args.threads),
+            result = compare(args.search_dir, args.seed_run, CompareConfig(epochs=args.epochs, seeds=seeds, grid=args.grid, threads=args.threads, jobs=args.jobs),
                              data_root=args.data_root, data_mirror=args.data_mirror)  # fmt: skip
             gap = result["gap"]
             print(f"searched vs width frontier at equal latency: {gap['gap_points']:+.2f} points "

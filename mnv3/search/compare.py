@@ -42,13 +42,15 @@ WIDTH_GRID = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)
 @dataclass(frozen=True)
 class CompareConfig:
     """``epochs`` of each from-scratch run (None: the seed run's), ``seeds`` per arm, the width grid
-    searched for the bracketing pair, CPU ``threads`` for training, the timing budget."""
+    searched for the bracketing pair, CPU ``threads`` per training, the timing budget, and how many
+    runs train at once (``jobs``; each in a process of its own)."""
 
     epochs: int | None = 5
     seeds: tuple[int, ...] = (0, 1)
     grid: tuple[float, ...] = WIDTH_GRID
-    threads: int = 2
+    threads: int = 1
     timing_budget_s: float = 60.0
+    jobs: int = 1
 
 
 def spec_at_width(spec: ModelSpec, width: float) -> ModelSpec:
@@ -103,13 +105,11 @@ def frontier_gap(searched: Sequence[float], low: Sequence[float], high: Sequence
     return result
 
 
-def _train(spec_arg: list[str], name: str, seed: int, recipe: Mapping[str, Any], out: Path, cfg: CompareConfig,
-           data_root, data_mirror, log) -> Path:  # fmt: skip
-    from ..train import main as train_main
-
+def _train_argv(spec_arg: list[str], name: str, seed: int, recipe: Mapping[str, Any], out: Path, cfg: CompareConfig,
+                data_root, data_mirror) -> tuple[Path, list[str]]:  # fmt: skip
+    """The run folder and ``python -m mnv3.train`` arguments of one comparison run: the seed run's
+    experiment, profile and overrides, this arm's spec or width, seed and epochs (resumed if cut)."""
     run_dir = out / recipe["profile"] / name
-    if (run_dir / "test.json").is_file():
-        return run_dir
     argv = ["--experiment", recipe["experiment"], "--profile", recipe["profile"], "--name", name, "--seed", str(seed),
             "--out", str(out), "--threads", str(cfg.threads), "--data-root", str(data_root), *spec_arg]  # fmt: skip
     if data_mirror:
@@ -117,13 +117,41 @@ def _train(spec_arg: list[str], name: str, seed: int, recipe: Mapping[str, Any],
     for key, value in recipe["overrides"].items():
         if key not in ("arch", "width_mult", "epochs"):
             argv += [f"--{key.replace('_', '-')}", str(value)]
-    epochs = cfg.epochs or recipe["fields"]["epochs"]
-    argv += ["--epochs", str(epochs)]
+    argv += ["--epochs", str(cfg.epochs or recipe["fields"]["epochs"])]
     if (run_dir / "last.pt").is_file():
         argv.append("--resume")
-    log(f"training {name} (seed {seed}, {epochs} epochs)")
-    train_main(argv)
-    return run_dir
+    return run_dir, argv
+
+
+def _train_all(jobs: list[tuple[Path, list[str]]], parallel: int, log) -> None:
+    """Train each (run folder, argv) not finished yet: in this process, or ``parallel`` at a time as
+    subprocesses, each logging to ``<run folder>.log``. Raises RuntimeError naming a failed run's log."""
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..train import main as train_main
+
+    todo = [(run_dir, argv) for run_dir, argv in jobs if not (run_dir / "test.json").is_file()]
+    if parallel <= 1:
+        for run_dir, argv in todo:
+            log(f"training {run_dir.name}")
+            train_main(argv)
+        return
+
+    def run(job: tuple[Path, list[str]]) -> None:
+        run_dir, argv = job
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        log_path = run_dir.with_name(run_dir.name + ".log")
+        log(f"training {run_dir.name} (log: {shown_path(log_path)})")
+        with open(log_path, "a") as f:
+            code = subprocess.run([sys.executable, "-m", "mnv3.train", *argv], stdout=f, stderr=subprocess.STDOUT).returncode
+        if code:
+            raise RuntimeError(f"training {run_dir.name} failed (exit {code}); see {shown_path(log_path)}")
+
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        for future in [pool.submit(run, job) for job in todo]:
+            future.result()
 
 
 def compare(search_dir: str | Path, seed_run: str | Path, cfg: CompareConfig, *, data_root: str | Path = "data",
@@ -154,16 +182,18 @@ def compare(search_dir: str | Path, seed_run: str | Path, cfg: CompareConfig, *,
         raise ValueError(f"no two widths of {list(cfg.grid)} bracket the searched spec's {ms['searched']:.3f} ms "
                          f"(widths measured, ms: {measured}); widen the grid")
     low, high = max(below), min(above)
-    arms = {"searched": (["--arch", str(spec_path)], searched), f"width{low:g}": (["--width-mult", str(low)], None),
-            f"width{high:g}": (["--width-mult", str(high)], None)}  # fmt: skip
+    seed_arch = ["--arch", str(recipe["fields"]["arch"])]  # the seed's own spec, at the other widths
+    arms = {"searched": (["--arch", str(spec_path)], searched), f"width{low:g}": ([*seed_arch, "--width-mult", str(low)], None),
+            f"width{high:g}": ([*seed_arch, "--width-mult", str(high)], None)}  # fmt: skip
     runs_out = search_dir / "runs"
+    jobs = {(arm, seed): _train_argv(spec_arg, f"{arm}-seed{seed}", seed, recipe, runs_out, cfg, data_root, data_mirror)
+            for arm, (spec_arg, _) in arms.items() for seed in cfg.seeds}  # fmt: skip
+    _train_all(list(jobs.values()), cfg.jobs, log)
     accuracies: dict[str, list[float]] = {}
     runs: dict[str, list[str]] = {}
-    for arm, (spec_arg, _) in arms.items():
-        for seed in cfg.seeds:
-            run_dir = _train(spec_arg, f"{arm}-seed{seed}", seed, recipe, runs_out, cfg, data_root, data_mirror, log)
-            accuracies.setdefault(arm, []).append(float(load_test(run_dir)["test_accuracy"]))
-            runs.setdefault(arm, []).append(shown_path(run_dir))
+    for (arm, _), (run_dir, _) in jobs.items():
+        accuracies.setdefault(arm, []).append(float(load_test(run_dir)["test_accuracy"]))
+        runs.setdefault(arm, []).append(shown_path(run_dir))
     latency = {"searched": ms["searched"], "low": ms[f"width {low:g}"], "high": ms[f"width {high:g}"]}
     gap = frontier_gap(accuracies["searched"], accuracies[f"width{low:g}"], accuracies[f"width{high:g}"], latency)
     result = {

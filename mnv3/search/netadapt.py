@@ -58,7 +58,7 @@ class SearchConfig:
     target_fraction: float | None = 0.75
     delta_fraction: float = 0.05
     proxy: ProxyConfig = ProxyConfig()
-    threads: int = 2
+    threads: int = 1
     seed: int = 0
     max_steps: int = 40
     fit_specs: int = 16

@@ -73,22 +73,24 @@ def width_dependence(search: dict[str, Any]) -> dict[str, Any] | None:
     import numpy as np
     import pandas as pd
 
+    from ..model import MobileNetV3
     from ..spec import spec_from_dict
+    from ..summary import summarize, totals
     from .compare import spec_at_width
-    from .latency import Setting, features
 
     comparison = search["comparison"]
     if comparison is None:
         return None
-    setting = Setting(**{k: tuple(v) if isinstance(v, list) else v for k, v in search["start"]["setting"].items()})
+    setting = search["start"]["setting"]
     seed_spec = spec_from_dict(search["latency"]["reference"])
-    programs = comparison["timing"]["programs"]
     rows = []
-    for name, timing in programs.items():
+    for name, timing in comparison["timing"]["programs"].items():
         if name.startswith("width "):
             width = float(name.split()[1])
-            f = features(spec_at_width(seed_spec, width), setting)
-            rows.append({"width": width, "MACs (M)": sum(v for k, v in f.items() if k.endswith("_macs")), "latency (ms)": timing["median_ms"]})
+            model = MobileNetV3(spec_at_width(seed_spec, width), num_classes=setting["num_classes"], in_channels=setting["in_channels"],
+                                drop_first_strides=setting["drop_first_strides"])  # fmt: skip
+            macs = totals(summarize(model, setting["input_size"]))["macs"] / 1e6
+            rows.append({"width": width, "MACs (M)": macs, "latency (ms)": timing["median_ms"]})
     table = pd.DataFrame(rows).sort_values("width").set_index("width")
     slope, floor = np.polyfit(table["MACs (M)"], table["latency (ms)"], 1)
     full = float(table["latency (ms)"].iloc[-1])
