@@ -187,7 +187,7 @@ def _make(*args: str) -> str:
 def test_make_help_lists_every_target_in_one_line():
     lines = _make("-s", "help").splitlines()
     targets = [line.split()[1] for line in lines]
-    assert targets == ["help", "setup", "test", "data", "train", "reports", "all", "export", "android-assets", "bench", "gpu-mirror", "android-check"]
+    assert targets == ["help", "setup", "test", "data", "train", "reports", "all", "export", "android-assets", "bench", "search", "gpu-mirror", "android-check"]
     assert all(len(line.split(None, 2)) == 3 for line in lines)  # each with its description
 
 

@@ -188,17 +188,20 @@ def _search_args(seed_dir: Path, out: Path, *extra: str) -> list[str]:
 def test_search_end_to_end_resumes_and_never_reads_the_test_set(tiny_seed, tiny_latency, tmp_path, monkeypatch, capsys):
     import mnv3.search.proxy as proxy
 
-    real = proxy.load_split
+    real = proxy.load_run_split
+    splits_read = []
 
-    def train_only(name, split, **kwargs):
+    def train_only(config, split, **kwargs):
         assert split != "test", "the search read the test set"
-        return real(name, split, **kwargs)
+        splits_read.append(split)
+        return real(config, split, **kwargs)
 
-    monkeypatch.setattr(proxy, "load_split", train_only)
+    monkeypatch.setattr(proxy, "load_run_split", train_only)
     out = _search_dir(tiny_latency, tmp_path)
     assert search.main(_search_args(tiny_seed, out, "--max-steps", "1")) == 2  # stops at the step cap, above the target
     assert "stopped after --max-steps 1" in capsys.readouterr().err
     first = search.read_log(out / "search.jsonl")
+    assert splits_read and set(splits_read) <= {"train", "val"}  # the data came through the watched reader
     assert [r["type"] for r in first].count("step") == 1
     step1 = next(r for r in first if r["type"] == "step")
     assert (out / "steps" / "step-01.safetensors").is_file()
