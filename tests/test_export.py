@@ -218,7 +218,7 @@ def test_model_json_schema(exported):
 
 def test_model_json_names_its_run_without_the_machines_path(exported, monkeypatch):
     # The full profile's model.json is committed: its source run must read the same on every machine.
-    from mnv3.export.manifest import _sha256 as sha256_of, _source_run as source_run
+    from mnv3.export.manifest import _sha256 as sha256_of, source_run_record as source_run
 
     monkeypatch.chdir(exported.run.parent.parent)
     source = source_run(exported.run, exported.config)
@@ -593,7 +593,7 @@ def test_a_killed_re_export_never_leaves_a_report_of_other_files(exported, tmp_p
     assert not any((out / name).exists() for name in ("parity.json", "parity.md", "model.json"))
     monkeypatch.undo()
     # killed while the parity report is computed: model.json describes the new files, no report does
-    monkeypatch.setattr(run_module, "_parity", killed)
+    monkeypatch.setattr(run_module, "parity_report", killed)
     with pytest.raises(KeyboardInterrupt):
         ex.export_run(run, formats="ptl", threads=1, log=None)
     assert not (out / "parity.json").exists() and not (out / "parity.md").exists()

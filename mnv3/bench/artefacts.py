@@ -22,7 +22,7 @@ from torch import nn
 from ..environment import package_version
 from ..files import write_json_atomic
 from .cases import ModelCase, random_pixels
-from .formatting import _round
+from .formatting import round_significant
 
 
 # Bump when the exported files would change for the same inputs (the cache key includes it).
@@ -47,7 +47,7 @@ class Artefact:
     def to_json(self, setting: str) -> dict[str, Any]:
         """The ``exports`` entry of the JSON: format, batch (None: any), seconds, size in bytes,
         delegation, note and error, floats to 6 significant digits."""
-        return _round({
+        return round_significant({
             "setting": setting, "format": self.fmt, "batch": self.batch, "export_seconds": self.export_seconds,
             "cached": self.cached, "size_bytes": self.size_bytes, "fully_delegated": self.fully_delegated,
             "non_delegated_compute": self.non_delegated_compute, "note": self.note, "error": self.error,

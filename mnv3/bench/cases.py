@@ -66,7 +66,10 @@ class ModelCase:
         }
 
 
-def _spec_for(arch: str):
+def spec_for_arch(arch: str):
+    """The :class:`mnv3.spec.ModelSpec` of a case's ``arch``: "small", "large" (the paper's specs),
+    a spec file's path, or "tiny" (the smoke test's network, :func:`tiny_spec_dict`). Raises
+    SpecError for anything else."""
     from ..spec import load_spec, spec_from_dict
 
     return spec_from_dict(tiny_spec_dict(), source="<tiny>") if arch == "tiny" else load_spec(arch)
@@ -143,7 +146,7 @@ def make_models(case: ModelCase) -> tuple[nn.Module, nn.Module]:
         tv = tvm.MobileNetV3(setting, last_channel, num_classes=case.classes)
     else:
         ours = build_model(
-            _spec_for(case.arch),
+            spec_for_arch(case.arch),
             num_classes=case.classes,
             in_channels=case.in_channels,
             width_mult=case.width,
@@ -171,7 +174,11 @@ def _randomize(model: nn.Module, seed: int) -> None:
                 block[-1][-1].weight.mul_(0.3)
 
 
-def _wrap(model: nn.Module, case: ModelCase):
+def wrap_raw_pixels(model: nn.Module, case: ModelCase):
+    """``model`` inside :class:`mnv3.export.RawPixelModel`, in eval mode: raw pixels in [0, 1]
+    ``[N, case.in_channels, case.resolution, case.resolution]`` float32 in, logits out, the case's
+    mean/std normalisation inside the graph and no resize. Every inference contender gets this, so
+    they all compute the same function."""
     from ..export import RawPixelModel
 
     mean, std = case.mean_std

@@ -6,38 +6,51 @@ import math
 from typing import Any, Iterable, Sequence
 
 
-def _round(value: Any, digits: int = 6) -> Any:
-    """Floats to ``digits`` significant digits (JSON stays readable, small differences survive)."""
+def round_significant(value: Any, digits: int = 6) -> Any:
+    """``value`` with every float rounded to ``digits`` significant digits, inside lists and dict
+    values too (JSON stays readable, small differences survive); NaN and inf become None (JSON has
+    neither). Other values come back as they are; a tuple is not descended into."""
     if isinstance(value, float):
         return float(f"{value:.{digits}g}") if math.isfinite(value) else None
     if isinstance(value, list):
-        return [_round(v, digits) for v in value]
+        return [round_significant(v, digits) for v in value]
     if isinstance(value, dict):
-        return {k: _round(v, digits) for k, v in value.items()}
+        return {k: round_significant(v, digits) for k, v in value.items()}
     return value
 
 
-def _table(rows: Sequence[Sequence[str]]) -> str:
+def console_table(rows: Sequence[Sequence[str]]) -> str:
+    """``rows`` (the header first; every row the same number of strings) as text for the console:
+    columns padded to their widest cell, the first left-aligned and the rest right-aligned, each
+    line indented by two spaces. Raises IndexError when ``rows`` is empty."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows)
 
 
-def _fmt_ms(value: float | None) -> str:
+def format_ms(value: float | None) -> str:
+    """A time in milliseconds for a table: 3 decimals under 10 ms, 1 above; "-" for None, NaN or inf."""
     return "-" if value is None or not math.isfinite(value) else (f"{value:.3f}" if value < 10 else f"{value:.1f}")
 
 
-def _index(results: Iterable[dict[str, Any]], key: str = "contender") -> dict[tuple, dict[str, Any]]:
+def index_results(results: Iterable[dict[str, Any]], key: str = "contender") -> dict[tuple, dict[str, Any]]:
+    """A suite's result records keyed by ``(setting, batch, record[key])``; a later duplicate wins.
+    Raises KeyError when a record lacks one of those fields."""
     return {(r["setting"], r["batch"], r[key]): r for r in results}
 
 
-def _within_noise(ci: Sequence[float] | None, threshold: float) -> bool | None:
-    """Whether the paired ratios' 95% interval contains the threshold (None without an interval)."""
+def within_noise(ci: Sequence[float] | None, threshold: float) -> bool | None:
+    """Whether the paired ratios' 95% interval ``ci`` ([low, high], ratios to the reference)
+    contains ``threshold`` (a target's ratio); None when there is no interval (``ci`` empty or
+    ``[None, None]``)."""
     if not ci or ci[0] is None:
         return None
     return ci[0] <= threshold <= ci[1]
 
 
-def _ci_note(ci: Sequence[float] | None, threshold: float) -> str:
+def ci_note(ci: Sequence[float] | None, threshold: float) -> str:
+    """One sentence on the paired ratios' 95% interval ``ci`` ([low, high]) against a target's
+    ``threshold``: whether it contains the threshold (the difference is within the machine's
+    noise) or lies entirely below or above it; "" when there is no interval."""
     if not ci or ci[0] is None:
         return ""
     lo, hi = ci

@@ -14,10 +14,10 @@ from ..records import RecordError
 from ..runs import load_record, load_test
 from ..timing import interleaved_times, summarize_times
 from .artefacts import Artefact, ArtefactStore
-from .cases import _wrap, frontier_case, make_models
+from .cases import frontier_case, make_models, wrap_raw_pixels
 from .config import BenchConfig
-from .formatting import _fmt_ms, _round, _table
-from .machine import CpuMeter, _busy_note
+from .formatting import console_table, format_ms, round_significant
+from .machine import CpuMeter, busy_note
 
 
 # Howard et al. 2019, Table 3 (ImageNet, 224x224): top-1 %, millions of MAdds and parameters,
@@ -73,7 +73,7 @@ def prepare_frontier(cfg: BenchConfig, store: ArtefactStore) -> list[dict[str, A
         for width in cfg.widths:
             case = frontier_case(arch, width, cfg.frontier_resolution, cfg.frontier_classes)
             _, ours = make_models(case)
-            wrapper = _wrap(ours, case)
+            wrapper = wrap_raw_pixels(ours, case)
             at = totals(summarize(ours, cfg.mac_resolution))
             at_latency = at if cfg.frontier_resolution == cfg.mac_resolution else totals(summarize(ours, cfg.frontier_resolution))
             key = store.request("pte", wrapper, case, 1)
@@ -118,10 +118,10 @@ def measure_frontier(cfg: BenchConfig, points: list[dict[str, Any]], artefacts: 
             "block_seconds": seconds, "load_average": [load_before, load_average()],
             "cpu_other_cores": meter.result["other_cores"], "cpu_steal_cores": meter.result["steal_cores"],
         }  # fmt: skip
-        rows.append(_round(row))
+        rows.append(round_significant(row))
         acc = ", ".join(f"{a['experiment']} {100 * a['test_accuracy']:.1f}%" for a in accuracy) or "-"
-        lines.append((case.name, f"{p['params']:,}", f"{p['macs'] / 1e6:.1f}", _fmt_ms(stats["median_ms"]), _fmt_ms(stats["p90_ms"]), acc))
+        lines.append((case.name, f"{p['params']:,}", f"{p['macs'] / 1e6:.1f}", format_ms(stats["median_ms"]), format_ms(stats["p90_ms"]), acc))
     log(f"[bench] frontier: ExecuTorch fp32, batch 1, {cfg.frontier_resolution}x{cfg.frontier_resolution}, "
-        f"{len(next(iter(times.values()), []))} rounds in {seconds:.1f} s; {_busy_note(meter, log)}")  # fmt: skip
-    log(_table(lines))
+        f"{len(next(iter(times.values()), []))} rounds in {seconds:.1f} s; {busy_note(meter, log)}")  # fmt: skip
+    log(console_table(lines))
     return {"results": rows, "runs_dir": str(cfg.runs_dir) if cfg.runs_dir else None, "trained_runs": runs}

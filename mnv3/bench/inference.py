@@ -11,10 +11,10 @@ from torch import nn
 from ..environment import load_average
 from ..timing import interleaved_times, paired_ratio, summarize_times
 from .artefacts import Artefact, ArtefactStore
-from .cases import _wrap, inference_case, make_models, random_pixels
+from .cases import inference_case, make_models, random_pixels, wrap_raw_pixels
 from .config import CONTENDER_FORMATS, CONTENDER_LABELS, CONTENDERS, REFERENCE, TARGETS, BenchConfig
-from .formatting import _ci_note, _fmt_ms, _index, _round, _table, _within_noise
-from .machine import CpuMeter, _busy_note
+from .formatting import ci_note, console_table, format_ms, index_results, round_significant, within_noise
+from .machine import CpuMeter, busy_note
 from .profiling import eager_profile_diff, profile_note
 
 
@@ -55,7 +55,7 @@ def prepare_inference(cfg: BenchConfig, store: ArtefactStore) -> list[tuple]:
     for name in cfg.settings:
         case = inference_case(name)
         tv, ours = make_models(case)
-        tv_w, ours_w = _wrap(tv, case), _wrap(ours, case)
+        tv_w, ours_w = wrap_raw_pixels(tv, case), wrap_raw_pixels(ours, case)
         keys = {}
         for contender, fmt in CONTENDER_FORMATS.items():
             for batch in cfg.batches:
@@ -148,23 +148,23 @@ def _time_setting(cfg, case, batch, tv_w, ours_w, artefacts: dict[str, Artefact]
         row["load_average"] = [load_before, load_average()]
         row["cpu_other_cores"] = meter.result["other_cores"]
         row["cpu_steal_cores"] = meter.result["steal_cores"]
-        rows.append(_round(row))
+        rows.append(round_significant(row))
     n = len(times[REFERENCE])
     lines = [("contender", "median ms", "p90 ms", "ratio to torchvision eager", "max |diff|")]
     for row in rows:
         ratio = row["ratio_to_torchvision_eager"]
-        lines.append((row["label"], _fmt_ms(row["median_ms"]), _fmt_ms(row["p90_ms"]),
+        lines.append((row["label"], format_ms(row["median_ms"]), format_ms(row["p90_ms"]),
                       "-" if ratio is None else f"{ratio:.3f}",
                       row["error"][:60] if row["error"] else f"{row['max_abs_diff_vs_torchvision']:.1e}"))  # fmt: skip
     log(f"[bench] {case.name} ({case.in_channels}x{case.resolution}x{case.resolution}, {case.classes} classes), batch {batch}: "
-        f"{n} rounds in {seconds:.1f} s; {_busy_note(meter, log)}")  # fmt: skip
-    log(_table(lines))
+        f"{n} rounds in {seconds:.1f} s; {busy_note(meter, log)}")  # fmt: skip
+    log(console_table(lines))
     return rows
 
 
 def inference_targets(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The issue's inference targets, one row per setting (and batch), with a verdict and a note."""
-    index = _index(results)
+    index = index_results(results)
     rows = []
     for (setting, batch, contender), r in index.items():
         if contender != "ours_eager" or r["median_ms"] is None:
@@ -172,13 +172,13 @@ def inference_targets(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]
         limit = TARGETS["eager_ratio_max"]
         value = r["ratio_to_torchvision_eager"]
         met = value <= limit
-        note = _ci_note(r["paired_ratio_ci95"], limit)
+        note = ci_note(r["paired_ratio_ci95"], limit)
         if not met and r.get("profile_diff_vs_torchvision"):
             note += "; " + profile_note(r["profile_diff_vs_torchvision"])
         rows.append({
             "target": "eager: ours / torchvision latency <= 1.05", "setting": setting, "batch": batch,
             "value": value, "threshold": limit, "met": met,
-            "within_noise": _within_noise(r["paired_ratio_ci95"], limit), "note": note,
+            "within_noise": within_noise(r["paired_ratio_ci95"], limit), "note": note,
         })  # fmt: skip
     for (setting, batch, contender), r in index.items():
         if contender != "executorch_fp32" or batch != 1:
@@ -194,7 +194,7 @@ def inference_targets(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]
         rows.append({"target": "ExecuTorch fp32 >= 3x faster than our eager model (batch 1)", "setting": setting,
                      "batch": 1, "value": speedup, "threshold": limit, "met": speedup >= limit,
                      "within_noise": None, "note": note})  # fmt: skip
-    return _round(rows)
+    return round_significant(rows)
 
 
 def _executorch_shortfall(et: dict[str, Any], ours: dict[str, Any], index: Mapping[tuple, dict[str, Any]]) -> str:

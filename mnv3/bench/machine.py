@@ -51,7 +51,10 @@ class CpuMeter:
             return None
 
 
-def _busy_note(meter: CpuMeter, log: Callable[[str], None]) -> str:
+def busy_note(meter: CpuMeter, log: Callable[[str], None]) -> str:
+    """"other processes used X cores" for a finished block timed under ``meter`` ("" when the
+    meter could not read the other processes' CPU time). Above 0.25 cores it also logs a warning
+    through ``log`` that the block's numbers are disturbed."""
     other = meter.result.get("other_cores")
     if other is None:
         return ""
@@ -69,9 +72,9 @@ def set_threads(threads: int) -> dict[str, int | None]:
                                      "torch_interop": torch.get_num_interop_threads(), "executorch": None,
                                      "onnxruntime": threads}  # fmt: skip
     with contextlib.suppress(Exception):
-        from ..export import _quiet_imports
+        from ..export.deps import quiet_imports
 
-        with _quiet_imports():
+        with quiet_imports():
             from executorch.extension.pybindings import portable_lib
         if portable_lib._threadpool_get_thread_count() != threads:
             portable_lib._unsafe_reset_threadpool(threads)

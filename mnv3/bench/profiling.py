@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Mapping, Sequence
 
-from .formatting import _round
+from .formatting import round_significant
 
 
 def eager_profile_diff(reference: Callable, ours: Callable, x: Any, *, calls: int = 2, top: int = 6) -> list[dict[str, Any]]:
@@ -33,7 +33,7 @@ def eager_profile_diff(reference: Callable, ours: Callable, x: Any, *, calls: in
             for op, v in per_op.items()]  # fmt: skip
     rows.sort(key=lambda r: -abs(r["diff_ms"]))
     keep = rows[:top] + [r for r in rows[top:] if r["ours_count"] != r["torchvision_count"]]
-    return _round(keep, 4)
+    return round_significant(keep, 4)
 
 
 def profile_note(diff: Sequence[Mapping[str, Any]]) -> str:

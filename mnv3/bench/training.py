@@ -9,10 +9,10 @@ import torch
 
 from ..environment import load_average
 from ..timing import interleaved_times, paired_ratio, summarize_times
-from .cases import _spec_for, training_case
+from .cases import spec_for_arch, training_case
 from .config import TARGETS, TRAIN_CONTENDERS, BenchConfig
-from .formatting import _ci_note, _fmt_ms, _round, _table, _within_noise
-from .machine import CpuMeter, _busy_note
+from .formatting import ci_note, console_table, format_ms, round_significant, within_noise
+from .machine import CpuMeter, busy_note
 from .profiling import eager_profile_diff, profile_note
 
 
@@ -35,7 +35,7 @@ def run_training(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[s
         exp = get_experiment(case.experiment, "quick") if case.experiment else get_experiment("mnist_small", "quick")
         info = dataset_info(case.dataset)
         torch.manual_seed(case.seed)
-        ours = build_model(_spec_for(case.arch), num_classes=case.classes, in_channels=case.in_channels,
+        ours = build_model(spec_for_arch(case.arch), num_classes=case.classes, in_channels=case.in_channels,
                            width_mult=case.width, dropout=exp.dropout, drop_first_strides=case.drop_first_strides)  # fmt: skip
         tv = to_torchvision(ours)
         models = {"torchvision": tv, "ours": ours}
@@ -95,13 +95,13 @@ def run_training(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[s
                 "times_ms": times[key], "block_seconds": seconds, "load_average": [load_before, load_average()],
                 "cpu_other_cores": meter.result["other_cores"], "cpu_steal_cores": meter.result["steal_cores"],
             }  # fmt: skip
-            results.append(_round(row))
-            lines.append((row["label"], _fmt_ms(row["median_step_ms"]), _fmt_ms(row["p90_step_ms"]),
+            results.append(round_significant(row))
+            lines.append((row["label"], format_ms(row["median_step_ms"]), format_ms(row["p90_step_ms"]),
                           f"{row['images_per_s']:.0f}", f"{row['ratio_to_torchvision']:.3f}"))  # fmt: skip
         log(f"[bench] training {case.name} ({case.in_channels}x{case.resolution}x{case.resolution}, "
             f"drop_first_strides {case.drop_first_strides}, batch {cfg.train_batch}, {device}): "
-            f"{len(times['ours'])} rounds in {seconds:.1f} s; {_busy_note(meter, log)}")  # fmt: skip
-        log(_table(lines))
+            f"{len(times['ours'])} rounds in {seconds:.1f} s; {busy_note(meter, log)}")  # fmt: skip
+        log(console_table(lines))
     return {"results": results, "targets": training_targets(results),
             "step": "mnv3.step.train_step: prepare_batch (augmentation) + forward + label-smoothed cross-entropy + backward + SGD (Nesterov)"}  # fmt: skip
 
@@ -116,10 +116,10 @@ def training_targets(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         limit = TARGETS["training_ratio_min"]
         value = r["ratio_to_torchvision"]
         met = value >= limit
-        note = _ci_note(r["paired_ratio_ci95"], limit)
+        note = ci_note(r["paired_ratio_ci95"], limit)
         if not met and r.get("profile_diff_vs_torchvision"):
             note += "; " + profile_note(r["profile_diff_vs_torchvision"])
         rows.append({"target": "training: ours / torchvision images/s >= 1", "setting": r["setting"], "batch": r["batch"],
                      "device": r["device"], "value": value, "threshold": limit, "met": met,
-                     "within_noise": _within_noise(r["paired_ratio_ci95"], limit), "note": note})  # fmt: skip
-    return _round(rows)
+                     "within_noise": within_noise(r["paired_ratio_ci95"], limit), "note": note})  # fmt: skip
+    return round_significant(rows)

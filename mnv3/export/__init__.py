@@ -113,6 +113,3 @@ __all__ = [
     "MANIFEST_KEYS",
     "MANIFEST_VERSION",
 ]
-
-# mnv3.bench imports this private helper from mnv3.export (silences torchao's import-time logging).
-_quiet_imports = deps._quiet_imports

@@ -14,12 +14,12 @@ import torch
 from ..imagefolder import load_run_split
 from ..files import make_staging, remove_stale_staging, write_bytes_atomic, write_json_atomic
 from ..records import RecordError, read_record
-from .deps import ExportError, _executorch
+from .deps import ExportError, import_executorch
 from .formats import FILE_NAMES
-from .manifest import _source_run, _test_accuracy, model_manifest, verify_files
+from .manifest import model_manifest, recorded_test_accuracy, source_run_record, verify_files
 from .pte import export_pte
 from .runners import PteRunner
-from .wrapper import _resolve_data, load_wrapped_run
+from .wrapper import load_wrapped_run, run_data_location
 
 DEFAULT_ASSETS_DIR = Path("android-demo/app/src/main/assets")
 CUSTOM_SLOT = "custom"  # the app's third button reads assets/custom/
@@ -92,7 +92,7 @@ def _android_dataset(
             f"but this run was trained on {info.name} ({info.in_channels} channel(s))"
         )
     shape = list(wrapper.input_shape(1))
-    source = _source_run(run_dir, config)
+    source = source_run_record(run_dir, config)
     dest = staging / (CUSTOM_SLOT if slot == CUSTOM_SLOT else info.name)
     (dest / "images").mkdir(parents=True)
 
@@ -105,11 +105,11 @@ def _android_dataset(
         export_pte(wrapper, dest / FILE_NAMES["pte"])
         say(f"  {info.name}: exported model.pte from {run_dir} ({time.perf_counter() - start:.1f} s)")
     manifest = model_manifest(
-        info, shape, {"pte": FILE_NAMES["pte"]}, test_accuracy=_test_accuracy(run_dir), source_run=source, folder=dest
+        info, shape, {"pte": FILE_NAMES["pte"]}, test_accuracy=recorded_test_accuracy(run_dir), source_run=source, folder=dest
     )
     write_json_atomic(dest / "model.json", manifest)
 
-    root, mirror = _resolve_data(config, data_root, data_mirror)
+    root, mirror = run_data_location(config, data_root, data_mirror)
     images, labels = load_run_split(config, "test", root=root, mirror=mirror)
     runner = PteRunner(dest / FILE_NAMES["pte"])
     order = manifest["input"]["channel_order"]
@@ -201,7 +201,7 @@ def make_android_assets(
     assets_dir = Path(assets_dir)
     if assets_dir.exists() and not assets_dir.is_dir():
         raise ExportError(f"{assets_dir}: a file stands where the app's assets folder goes; give --assets-dir a folder.")
-    _executorch()
+    import_executorch()
     remove_stale_staging(assets_dir.parent, f"{assets_dir.name}.staging")
     staging = make_staging(assets_dir.parent, f"{assets_dir.name}.staging")
     try:

@@ -13,7 +13,7 @@ from ..files import os_error_line
 from ..records import RecordError
 from .android import DEFAULT_ASSETS_DIR, make_android_assets
 from .deps import INSTALL_HINT, ExportError
-from .formats import FORMATS, _parse_formats
+from .formats import FORMATS, parse_formats
 from .onnx_export import ONNX_OPSET
 from .pte import FP32_KINDS, INT8_KEEP_FP32
 from .run import export_run
@@ -21,7 +21,7 @@ from .run import export_run
 
 def _formats_arg(text: str) -> tuple[str, ...]:
     try:
-        return _parse_formats(text)
+        return parse_formats(text)
     except ExportError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
 

@@ -6,7 +6,7 @@ import re
 from collections import Counter
 from typing import Any
 
-from .deps import DelegationError, _delegation_info
+from .deps import DelegationError, import_delegation_info
 
 
 def _op_name(target: Any) -> str:
@@ -70,7 +70,7 @@ def delegation_report(edge_program) -> dict[str, Any]:
     user_inputs = set(signature.user_inputs) if signature is not None else None
     tainted = _input_dependent(gm.graph, user_inputs)
 
-    info = _delegation_info()(gm)
+    info = import_delegation_info()(gm)
     lowered = _lowered_modules(gm)
     names = _op_names([gm.graph] + [m.original_module.graph for m in lowered])
     delegated: dict[str, int] = {}

@@ -35,8 +35,13 @@ def _require(module: str, package: str, purpose: str):
 
 
 @contextlib.contextmanager
-def _quiet_imports():
-    # torchao (pulled in by executorch) logs a deprecation warning from torch's pytree at import.
+def quiet_imports():
+    """A context manager that raises the ``torch.utils._pytree`` logger to ERROR inside the block
+    and restores its level after, even when the block raises.
+
+    Wrap imports of executorch (and of torchao, which it pulls in): torchao logs a deprecation
+    warning from torch's pytree at import, on every command that touches ExecuTorch.
+    """
     logger = logging.getLogger("torch.utils._pytree")
     level = logger.level
     logger.setLevel(logging.ERROR)
@@ -46,10 +51,15 @@ def _quiet_imports():
         logger.setLevel(level)
 
 
-def _executorch() -> SimpleNamespace:
-    """The ExecuTorch pieces used here (export, XNNPACK partitioner, Python runtime)."""
+def import_executorch() -> SimpleNamespace:
+    """The ExecuTorch pieces used here: ``to_edge_transform_and_lower`` (export and lowering),
+    ``XnnpackPartitioner`` and ``Runtime`` (the Python runtime that runs .pte programs).
+
+    Also the check that the pte formats can run: call it before any work. Raises
+    MissingDependencyError naming the package and ``INSTALL_HINT`` when executorch is missing.
+    """
     purpose = "ExecuTorch (the pte and pte-int8 formats)"
-    with _quiet_imports():
+    with quiet_imports():
         exir = _require("executorch.exir", "executorch", purpose)
         partitioner = _require("executorch.backends.xnnpack.partition.xnnpack_partitioner", "executorch", purpose)
         runtime = _require("executorch.runtime", "executorch", purpose)
@@ -60,17 +70,23 @@ def _executorch() -> SimpleNamespace:
     )
 
 
-def _delegation_info():
-    """ExecuTorch's own delegation count, ``executorch.devtools.backend_debug.get_delegation_info``."""
-    with _quiet_imports():
+def import_delegation_info():
+    """ExecuTorch's own delegation count, the function
+    ``executorch.devtools.backend_debug.get_delegation_info`` (an edge program's graph module in,
+    per-op delegated and non-delegated counts out). Raises MissingDependencyError without executorch."""
+    with quiet_imports():
         debug = _require("executorch.devtools.backend_debug", "executorch", "the XNNPACK delegation report")
     return debug.get_delegation_info
 
 
-def _pt2e() -> SimpleNamespace:
-    """PT2E quantization: the XNNPACK quantizer (executorch) and prepare/convert (torchao)."""
+def import_pt2e() -> SimpleNamespace:
+    """PT2E quantization: ``XNNPACKQuantizer`` and ``get_symmetric_quantization_config``
+    (executorch) and ``prepare_pt2e`` / ``convert_pt2e`` (torchao).
+
+    Raises MissingDependencyError naming executorch or torchao when either is missing.
+    """
     purpose = "int8 quantization (pte-int8)"
-    with _quiet_imports():
+    with quiet_imports():
         quantizer = _require("executorch.backends.xnnpack.quantizer.xnnpack_quantizer", "executorch", purpose)
         # executorch's quantizer is built on torchao's PT2E classes, so torchao's prepare/convert must be used.
         pt2e = _require("torchao.quantization.pt2e.quantize_pt2e", "torchao", purpose)
@@ -82,7 +98,12 @@ def _pt2e() -> SimpleNamespace:
     )
 
 
-def _onnx() -> SimpleNamespace:
+def import_onnx() -> SimpleNamespace:
+    """ONNX export's packages: ``onnx`` (the model checker) and ``ort`` (onnxruntime, which runs the
+    file); onnxscript is imported only to check that it is there, since torch.onnx needs it.
+
+    Raises MissingDependencyError naming the missing package and ``INSTALL_HINT``.
+    """
     purpose = "ONNX export"
     onnx = _require("onnx", "onnx", purpose)
     _require("onnxscript", "onnxscript", purpose)  # torch.onnx's exporter builds the graph with it

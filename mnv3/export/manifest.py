@@ -31,7 +31,16 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _source_run(run_dir: Path, config: dict[str, Any], which: str = "best") -> dict[str, Any]:
+def source_run_record(run_dir: Path, config: dict[str, Any], which: str = "best") -> dict[str, Any]:
+    """model.json's ``source_run`` block: which run and checkpoint an export came from.
+
+    Keys: run_dir (relative to the working folder, so a committed model.json carries no machine's
+    path), experiment and profile (from ``config``, the run's config.json; None when absent),
+    checkpoint (the file name of the run's ``which`` weights, :func:`mnv3.checkpoint.weights_file`)
+    and checkpoint_sha256 (hex SHA-256 of its bytes); both None when the run has no such file.
+    The app-asset writer compares checkpoint_sha256 to decide whether a .pte can be reused.
+    Raises ValueError for a ``which`` other than "best", "last" or "final".
+    """
     checkpoint = weights_file(run_dir, which)
     return {
         # model.json of the full profile is committed: no absolute path of the exporting machine in it.
@@ -43,7 +52,9 @@ def _source_run(run_dir: Path, config: dict[str, Any], which: str = "best") -> d
     }
 
 
-def _test_accuracy(run_dir: Path) -> float | None:
+def recorded_test_accuracy(run_dir: Path) -> float | None:
+    """The run's test accuracy from its ``test.json`` (a fraction in [0, 1]), or None when the run
+    has no test.json or no ``test_accuracy`` in it. Raises RecordError when test.json is damaged."""
     value = (load_test(run_dir) or {}).get("test_accuracy")
     return None if value is None else float(value)
 

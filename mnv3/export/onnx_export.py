@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from ..files import write_atomic
-from .deps import ExportError, _onnx
+from .deps import ExportError, import_onnx
 from .runners import OnnxRunner
-from .wrapper import _contiguous_copy, check_finite
+from .wrapper import check_finite, contiguous_copy
 
 ONNX_OPSET = 18
 
@@ -19,7 +19,7 @@ ONNX_OPSET = 18
 
 def onnx_opset(path: str | Path) -> int:
     """The default-domain ("ai.onnx") opset version an ONNX file declares, read from the file."""
-    model = _onnx().onnx.load(str(path), load_external_data=False)
+    model = import_onnx().onnx.load(str(path), load_external_data=False)
     versions = [entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")]
     if not versions:
         raise ExportError(f"{path}: the ONNX file declares no ai.onnx opset")
@@ -36,9 +36,9 @@ def export_onnx(module: nn.Module, path: str | Path, input_shape: Sequence[int],
     The file is checked with ``onnx.checker`` and loaded in onnxruntime. Returns the exporter
     used and the file's opset.
     """
-    ox = _onnx()
+    ox = import_onnx()
     check_finite(module)
-    module = _contiguous_copy(module).eval()
+    module = contiguous_copy(module).eval()
     path = Path(path)
     example = (torch.zeros(tuple(input_shape)),)
     names = {"input_names": ["pixels"], "output_names": ["logits"]}

@@ -12,11 +12,11 @@ from ..data import DatasetInfo
 from ..imagefolder import load_run_split
 from ..files import write_json_atomic, write_text_atomic
 from ..timing import percentile, time_calls
-from .deps import _quiet_imports
+from .deps import quiet_imports
 from .formats import FILE_NAMES
 from .manifest import LEGACY_NOTE
 from .pte import INT8_FINDING, INT8_MAX_DROP_POINTS, lower_to_pte
-from .runners import OnnxRunner, PteRunner, PtlRunner, _EagerRunner
+from .runners import EagerRunner, OnnxRunner, PteRunner, PtlRunner
 from .wrapper import RawPixelModel, resize_images
 
 PROBE_BATCH = 64  # batch for the logit comparison where the format allows any batch (eager, ptl, onnx)
@@ -151,7 +151,7 @@ def write_parity(report: dict[str, Any], out_dir: str | Path) -> None:
 def _thread_counts(onnx_threads: int | None = None) -> dict[str, int | None]:
     counts: dict[str, int | None] = {"torch": torch.get_num_threads(), "executorch": None, "onnxruntime": onnx_threads}
     try:
-        with _quiet_imports():
+        with quiet_imports():
             from executorch.extension.pybindings import portable_lib
 
         counts["executorch"] = int(portable_lib._threadpool_get_thread_count())
@@ -160,7 +160,7 @@ def _thread_counts(onnx_threads: int | None = None) -> dict[str, int | None]:
     return counts
 
 
-def _parity(
+def parity_report(
     wrapper: RawPixelModel,
     out_dir: Path,
     formats: tuple[str, ...],
@@ -176,13 +176,28 @@ def _parity(
     require_full_delegation: bool,
     say: Callable[[str], None],
 ) -> dict[str, Any]:
-    """The parity report: one row for eager and one per artefact, on the test images at the side the
-    exported graph takes (resized when the export's input size is not the dataset's)."""
+    """The parity report (what :func:`write_parity` writes): one row for eager and one per artefact
+    of ``formats`` in ``out_dir``, on the run's test images at the side the exported graph takes
+    (resized when the export's input size is not the dataset's).
+
+    ``sources`` maps each .pte format to the module it was lowered from, so a batch-``B`` twin
+    program can be built for the full test pass (``eval_batch_size``: 1 = the shipped batch-1
+    file, B > 1 = a twin, 0 = the file when a pass fits in EVAL_BUDGET_S seconds, else batch 100).
+    The first ``samples`` test images are compared logit by logit with eager; ``latency_runs``
+    batch-1 calls are timed (0: none). ``root``/``mirror`` locate the images
+    (:func:`mnv3.export.wrapper.run_data_location`); ``say`` gets one line per artefact.
+    Keys: dataset, experiment, parity_samples, test_images, latency_runs, threads, rows (per
+    artefact: :func:`compare_logits`'s and :func:`measure_latency`'s keys, file, size_bytes,
+    test_accuracy as a fraction, test_nonfinite_outputs, evaluated_with), failures (one sentence
+    per artefact with NaN or inf outputs) and, with pte-int8, int8 (accuracy_drop_points against
+    the fp32 .pte, in percentage points, and the budget). Raises what loading the test images and
+    the files raises (ImageFolderError, ExportError).
+    """
     images, labels = load_run_split(config, "test", root=root, mirror=mirror)
     images = resize_images(images, wrapper.input_shape(1)[-1])
     probe = images[: max(1, min(samples, len(images)))]
     one = probe[:1].float() / 255.0
-    eager = _EagerRunner(wrapper)
+    eager = EagerRunner(wrapper)
     reference = _predict(eager, probe, PROBE_BATCH)
     onnx_threads = None
     rows = []

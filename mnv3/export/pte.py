@@ -11,8 +11,8 @@ from ..data import DatasetInfo, load_split
 from ..imagefolder import load_run_split
 from ..files import write_bytes_atomic
 from .delegation import check_delegation, delegation_report
-from .deps import ExportError, _executorch, _pt2e
-from .wrapper import RawPixelModel, _contiguous_copy, check_finite, resize_images
+from .deps import ExportError, import_executorch, import_pt2e
+from .wrapper import RawPixelModel, check_finite, contiguous_copy, resize_images
 
 INT8_MAX_DROP_POINTS = 0.5  # the int8 model may lose at most this much test accuracy (points; issue #12's goal)
 # Layer kinds left in fp32 by default in the int8 program (FP32_KINDS); see int8_keep_fp32 in export_run.
@@ -39,7 +39,7 @@ def _eval(module: nn.Module) -> nn.Module:
 
 def to_edge_xnnpack(module: nn.Module, example_inputs: tuple[torch.Tensor, ...]):
     """``torch.export`` at the example's (static) shapes, then lower to XNNPACK: an EdgeProgramManager."""
-    et = _executorch()
+    et = import_executorch()
     with torch.no_grad():
         program = torch.export.export(_eval(module), example_inputs)
     return et.to_edge_transform_and_lower(program, partitioner=[et.XnnpackPartitioner()])
@@ -54,7 +54,7 @@ def lower_to_pte(
     ``require_full_delegation`` and anything that touches the input runs outside the delegate.
     """
     check_finite(module, what)
-    edge = to_edge_xnnpack(_contiguous_copy(module), (torch.zeros(tuple(input_shape)),))
+    edge = to_edge_xnnpack(contiguous_copy(module), (torch.zeros(tuple(input_shape)),))
     report = delegation_report(edge)
     if require_full_delegation:
         check_delegation(report, what=what)
@@ -139,11 +139,11 @@ def quantize_int8(
     """
     if calibration.dim() != 4 or len(calibration) < 2:
         raise ValueError(f"calibration must be [N >= 2, C, H, W] raw pixels, got {tuple(calibration.shape)}")
-    q = _pt2e()
+    q = import_pt2e()
     check_finite(module)
     batch = torch.export.Dim("batch", min=1, max=max(4096, len(calibration)))
     with torch.no_grad():
-        graph = torch.export.export(_contiguous_copy(module).eval(), (calibration[:2],), dynamic_shapes=({0: batch},)).module()
+        graph = torch.export.export(contiguous_copy(module).eval(), (calibration[:2],), dynamic_shapes=({0: batch},)).module()
     quantizer = q.XNNPACKQuantizer().set_global(q.get_symmetric_quantization_config(is_per_channel=True))
     if keep_fp32:
         kept = tuple(keep_fp32)

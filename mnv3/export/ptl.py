@@ -11,7 +11,7 @@ from torch import nn
 from ..files import write_atomic
 from .deps import ExportError
 from .runners import PtlRunner
-from .wrapper import _contiguous_copy, check_finite
+from .wrapper import check_finite, contiguous_copy
 
 
 def export_ptl(module: nn.Module, path: str | Path, input_shape: Sequence[int]) -> str:
@@ -32,7 +32,7 @@ def export_ptl(module: nn.Module, path: str | Path, input_shape: Sequence[int]) 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=FutureWarning)
         warnings.simplefilter("ignore", category=DeprecationWarning)
-        module = _contiguous_copy(module).eval()
+        module = contiguous_copy(module).eval()
         try:
             scripted, how = torch.jit.script(module), "script"
         except Exception:

@@ -16,15 +16,15 @@ from torch import nn
 from ..experiments import MAX_IMAGE_SIZE
 from ..imagefolder import load_run_split
 from ..files import write_json_atomic
-from .deps import ExportError, _executorch, _onnx, _pt2e
+from .deps import ExportError, import_executorch, import_onnx, import_pt2e
 from .folder import MANIFEST, REPORTS, finish_export_folder, prepare_export_folder
-from .formats import FILE_NAMES, FORMATS, _parse_formats
-from .manifest import _source_run, _test_accuracy, model_manifest
+from .formats import FILE_NAMES, FORMATS, parse_formats
+from .manifest import model_manifest, recorded_test_accuracy, source_run_record
 from .onnx_export import ONNX_OPSET, export_onnx
-from .parity import _parity, write_parity
+from .parity import parity_report, write_parity
 from .ptl import export_ptl
 from .pte import INT8_FINDING, INT8_KEEP_FP32, calibration_images, export_pte, export_pte_int8, fp32_module_names, quantize_int8
-from .wrapper import _resolve_data, load_wrapped_run
+from .wrapper import load_wrapped_run, run_data_location
 
 
 def export_run(
@@ -91,7 +91,7 @@ def _export_run(
     require_full_delegation, log,
 ) -> dict[str, Any]:  # fmt: skip
     say = log or (lambda _msg: None)
-    formats = _parse_formats(formats)
+    formats = parse_formats(formats)
     if eval_batch_size < 0 or latency_runs < 0 or parity_samples < 1 or calibration_batches < 1 or calibration_batch_size < 1:
         raise ExportError("eval_batch_size and latency_runs must be >= 0; parity_samples and the calibration sizes >= 1")
     if input_size is not None and not (isinstance(input_size, int) and 1 <= input_size <= MAX_IMAGE_SIZE):
@@ -100,12 +100,12 @@ def _export_run(
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "export"
     wrapper, config, info = load_wrapped_run(run_dir, which=which, input_size=input_size)
     if any(f.startswith("pte") for f in formats):
-        _executorch()  # fail before any work when executorch is missing
+        import_executorch()  # fail before any work when executorch is missing
     if "pte-int8" in formats:
-        _pt2e()
+        import_pt2e()
     if "onnx" in formats:
-        _onnx()
-    root, mirror = _resolve_data(config, data_root, data_mirror)
+        import_onnx()
+    root, mirror = run_data_location(config, data_root, data_mirror)
     shape = wrapper.input_shape(1)
     kept = fp32_module_names(wrapper, int8_keep_fp32) if "pte-int8" in formats else []  # a bad name fails before any file
     if "pte-int8" in formats or not skip_parity:  # images it will need (an image folder's cache, say) fail before any file
@@ -148,7 +148,7 @@ def _export_run(
 
     manifest = model_manifest(
         info, shape, {fmt: FILE_NAMES[fmt] for fmt in formats},
-        test_accuracy=_test_accuracy(run_dir), source_run=_source_run(run_dir, config, which), folder=out_dir,
+        test_accuracy=recorded_test_accuracy(run_dir), source_run=source_run_record(run_dir, config, which), folder=out_dir,
         extra={"model": {"arch": config.get("model", {}).get("spec", {}).get("name"), "trained_image_size": wrapper.image_size},
                "notes": notes},
     )  # fmt: skip
@@ -157,7 +157,7 @@ def _export_run(
     parity = None
     if not skip_parity:
         start = time.perf_counter()
-        parity = _parity(
+        parity = parity_report(
             wrapper, out_dir, formats, sources, info, config,
             root=root, mirror=mirror, samples=parity_samples, eval_batch_size=eval_batch_size,
             latency_runs=latency_runs, require_full_delegation=require_full_delegation, say=say,

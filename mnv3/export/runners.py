@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .deps import ExportError, _executorch, _onnx
+from .deps import ExportError, import_executorch, import_onnx
 
 
 class PteRunner:
@@ -19,7 +19,7 @@ class PteRunner:
     """
 
     def __init__(self, program: str | Path | bytes) -> None:
-        et = _executorch()
+        et = import_executorch()
         data = str(program) if isinstance(program, Path) else program
         try:
             self.method = et.Runtime.get().load_program(data).load_method("forward")
@@ -68,7 +68,7 @@ class OnnxRunner:
     """Runs an ONNX file with onnxruntime on the CPU (``threads`` intra-op threads)."""
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
-        ort = _onnx().ort
+        ort = import_onnx().ort
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         self.threads = options.intra_op_num_threads
@@ -80,7 +80,11 @@ class OnnxRunner:
         return torch.from_numpy(out)
 
 
-class _EagerRunner:
+class EagerRunner:
+    """Runs an eager module (put in eval mode) as the other runners run files: raw pixels
+    ``[N, C, H, W]`` (any dtype, cast to float32) in, logits ``[N, classes]`` out, under
+    ``torch.inference_mode``. The parity report's reference."""
+
     def __init__(self, module: nn.Module) -> None:
         self.module = module.eval()
 

@@ -94,7 +94,7 @@ def check_finite(module: nn.Module, source: str = "the model") -> None:
             )
 
 
-def _contiguous_copy(module: nn.Module) -> nn.Module:
+def contiguous_copy(module: nn.Module) -> nn.Module:
     """A copy of ``module`` whose tensors are all in the default (contiguous) memory format.
 
     Models trained channels_last (mnv3.train does) fail to lower: XNNPACK asserts on 3-channel
@@ -138,7 +138,15 @@ def load_wrapped_run(
     return wrap_for_export(model, config, input_size=input_size), config, info
 
 
-def _resolve_data(config: dict[str, Any], data_root: str | Path | None, data_mirror: str | Path | None):
+def run_data_location(config: dict[str, Any], data_root: str | Path | None, data_mirror: str | Path | None):
+    """``(root, mirror)``: where an export reads the run's images (calibration, parity, app assets).
+
+    ``root`` is ``data_root`` when given, else the run's recorded ``data_root`` (``config`` is its
+    config.json), else ``"data"``. ``mirror`` is ``data_mirror`` when given, else the recorded
+    ``data_mirror`` when that folder still exists on this machine, else None. Either may be a str
+    or a Path; nothing is read and nothing raises here (:func:`mnv3.imagefolder.load_run_split`
+    reports missing data).
+    """
     root = data_root or config.get("data_root") or "data"
     mirror = data_mirror
     if mirror is None and config.get("data_mirror") and Path(config["data_mirror"]).is_dir():
