@@ -36,6 +36,8 @@ from .records import METRIC_FIELDS, RecordError, read_record
 __all__ = [
     "run_name",
     "overrides",
+    "experiment_record",
+    "describe_changes",
     "METRIC_FIELDS",
     "run_record",
     "write_record",
@@ -99,6 +101,31 @@ def run_name(experiment: str, profile: str, exp: Experiment, seed: int = 0, name
 # METRIC_FIELDS, metrics.csv's columns, comes from mnv3.records, which reads them back.
 
 
+def experiment_record(exp: Experiment, *, experiment: str, name: str, profile: str, seed: int) -> dict[str, Any]:
+    """What a run's settings resolve to, as ``config.json`` records them (its first keys): experiment,
+    name (the run folder's), profile, fields (every field after the profile and the overrides),
+    overrides (those that differ from the profile's, :func:`overrides`), dataset and seed. ``python -m
+    mnv3.train --print-config`` prints it."""
+    return {"experiment": experiment, "name": name, "profile": profile, "fields": dataclasses.asdict(exp),
+            "overrides": overrides(experiment, profile, exp), "dataset": exp.dataset, "seed": seed}
+
+
+def describe_changes(changed: Mapping[str, Any], seed: int | None = 0) -> str:
+    """What a run changed from its experiment's profile settings, as the pages and ``python -m
+    mnv3.runs`` print it: ``"epochs=5, lr=0.05"`` (``changed`` is config.json's ``overrides``; a seed
+    other than 0 counts as a change), or ``"the profile's own"``. An absolute path in a value
+    (``folder:/home/me/photos``, a spec file) is shown relative to the repository (:func:`mnv3.paths.shown_path`)."""
+    def shown(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        prefix = "folder:" if value.startswith("folder:") else ""
+        rest = value[len(prefix):]
+        return prefix + shown_path(rest) if Path(rest).is_absolute() else value
+
+    items = {**changed, **({"seed": seed} if seed else {})}
+    return ", ".join(f"{key}={shown(value)}" for key, value in items.items()) or "the profile's own"
+
+
 def run_record(exp: Experiment, *, experiment: str, name: str, profile: str, seed: int, split_seed: int, image_size: int,
                model_config: dict[str, Any], train_samples: int, val_samples: int, world_size: int, device: str, threads: int,
                data_root: str | Path, data_mirror: str | Path | None, command: str, dataset_info: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -113,10 +140,9 @@ def run_record(exp: Experiment, *, experiment: str, name: str, profile: str, see
     from .environment import git_commit, machine_record, package_version, versions
 
     return {
-        "experiment": experiment, "name": name, "profile": profile,
-        "fields": dataclasses.asdict(exp), "overrides": overrides(experiment, profile, exp),
-        "dataset": exp.dataset, **({"dataset_info": dataset_info} if dataset_info is not None else {}), "image_size": image_size, "model": model_config,
-        "seed": seed, "split_seed": split_seed, "train_samples": train_samples, "val_samples": val_samples,
+        **experiment_record(exp, experiment=experiment, name=name, profile=profile, seed=seed),
+        **({"dataset_info": dataset_info} if dataset_info is not None else {}), "image_size": image_size, "model": model_config,
+        "split_seed": split_seed, "train_samples": train_samples, "val_samples": val_samples,
         "world_size": world_size, "device": device, "machine": machine_record(threads),
         "versions": {"mnv3": __version__, **versions(), "torch": torch.__version__, "torchvision": package_version("torchvision")},
         "git_commit": git_commit(),
@@ -329,7 +355,7 @@ def experiment_summary(run_dir: str | Path, data_root: str | Path | None = None)
     (:func:`run_state`'s, e.g. "unfinished (stopped at epoch 54 of 60)"), dataset, arch,
     image_size, epochs (planned), train_images, test_accuracy (finished runs only), parameters,
     macs (per image, at the run's image size, see mnv3.summary), train_seconds,
-    seconds_per_epoch, device.
+    seconds_per_epoch, device, based_on (config.json's experiment) and changes (:func:`describe_changes`).
     """
     run_dir = Path(run_dir)
     row: dict[str, Any] = {"experiment": run_dir.name, "status": "missing"}
@@ -359,6 +385,8 @@ def _summary(run_dir: Path, row: dict[str, Any], data_root: str | Path | None) -
         parameters=table["params"],
         macs=table["macs"],
         device=config.get("device", "?"),
+        based_on=config.get("experiment"),
+        changes=describe_changes(config.get("overrides", {}), config.get("seed", 0)),
     )
     row["train_images"] = config.get("train_samples")
     metrics = load_metrics(run_dir)
@@ -570,9 +598,8 @@ def ablation_table(rows: list[dict[str, Any]]) -> str:
     lines = ["| run | experiment | change | validation accuracy (epoch) | epochs | train seconds | state |",
              "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for r in sorted(rows, key=lambda r: (r["experiment"] or "", -(r["best_val_acc"] or 0))):
-        changed = {**r["overrides"], **({"seed": r["seed"]} if r["seed"] else {})}
         unreadable = r["state"].startswith("unreadable")
-        change = "-" if unreadable else ", ".join(f"{k}={v}" for k, v in changed.items()) or "the profile's own"
+        change = "-" if unreadable else describe_changes(r["overrides"], r["seed"])
         val = f"{100 * r['best_val_acc']:.2f}% ({r['best_epoch']})" if r["best_val_acc"] is not None else "-" if unreadable else "none yet"
         host_copies = (r["overrides"] or {}).get("auto_augment", "none") != "none"
         seconds = "-" if r["train_seconds"] is None else f"{r['train_seconds']:.0f}{' (a)' if host_copies else ''}"

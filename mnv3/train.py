@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import os
 import platform
@@ -39,13 +40,13 @@ from .imagefolder import dataset_record, is_folder_dataset, open_folder_dataset
 from .pretrained import start_from
 from .model import build_model
 from .lock import RunLock, RunLockedError
-from .runs import load_record, overrides, run_name, run_record, write_metrics, write_record, write_test
+from .runs import experiment_record, load_record, overrides, run_name, run_record, write_metrics, write_record, write_test
 from .records import check_state_dict
 from .spec import SpecError
 from .step import EpochMetrics, epoch_batches, make_trainer, resolve_device, run_step
 from .summary import check_training_memory
 
-__all__ = ["main", "train", "evaluate", "NonFiniteLossError"]
+__all__ = ["main", "train", "evaluate", "print_config", "NonFiniteLossError"]
 
 SPLIT_SEED = 0  # the train/validation split never changes with --seed
 
@@ -79,6 +80,8 @@ def _experiments_help() -> str:
         "  python -m mnv3.train --experiment mnist_small                  # quick profile, CPU minutes\n"
         "  python -m mnv3.train --experiment cifar10_small_s1 --profile full\n"
         "  python -m mnv3.train --experiment mnist_small --resume         # continue from last.pt\n"
+        "  python -m mnv3.train --experiment mnist_small --profile full --lr 0.05 --print-config\n"
+        "                                   # every field's value after the profile and the overrides; trains nothing\n"
         "  torchrun --nproc_per_node 4 -m mnv3.train --experiment cifar10_large_s1 --profile full\n"
         "\nA run writes runs/<profile>/<name>/: config.json, metrics.csv, last.pt, best.pt, test.json. <name> is the\n"
         "experiment for the profile's own settings, and shows the overrides otherwise (see --name)."
@@ -114,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="the run folder's name (default: the experiment, plus the overridden fields and seed, e.g. "
         "mnist_small-epochs5-lr0.05, so a run with other settings never replaces the profile's own)",
     )
+    parser.add_argument("--print-config", action="store_true", help="print what the experiment resolves to after --profile and "
+                        "every override (fields, overrides, the run folder's name, seed) as JSON, in the form config.json records it, "
+                        "and exit: no data is read, nothing is trained or written")
     parser.add_argument("--ddp-timeout", type=float, default=600, metavar="SECONDS", help="DDP: a rank that waits this long for the others in a collective (a hung or stopped rank) fails the run instead of waiting torch's 30 minutes (default 600)")
     fields = parser.add_argument_group("experiment fields (override the profile's values)")
     for f in dataclasses.fields(Experiment):
@@ -514,8 +520,24 @@ def _launch_command(args: argparse.Namespace, exp: Experiment, world_size: int, 
     return " ".join([launcher, *(shlex.quote(a) for a in argv), *(["--resume"] if resume else [])])
 
 
-def main(argv: list[str] | None = None) -> Path:
+def print_config(args: argparse.Namespace, exp: Experiment) -> None:
+    """``--print-config``: :func:`mnv3.runs.experiment_record` as JSON on stdout (config.json's first
+    keys, as a training of these arguments would write them). Raises ValueError for a bad ``--name``."""
+    name = run_name(args.experiment, args.profile, exp, args.seed, args.name)
+    print(json.dumps(experiment_record(exp, experiment=args.experiment, name=name, profile=args.profile, seed=args.seed), indent=2))
+
+
+def main(argv: list[str] | None = None) -> Path | None:
+    """The command line; returns the run folder (None with ``--print-config``). Exits with status 2
+    and one line for a user's mistake, 130 when interrupted."""
     args, exp = parse_args(argv)
+    if args.print_config:
+        try:
+            print_config(args, exp)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+        return None
     # Ctrl-C (or `timeout -s INT`) stops the run even where the launcher ignored SIGINT (a job a
     # script put in the background): before the loop it ends with status 130, in it the state is saved.
     signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -6,6 +6,7 @@ dataset, so no real data is needed). The checks look inside the pages: the embed
 """
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -386,6 +387,75 @@ def test_unfinished_runs_are_labelled_with_their_curves_and_never_counted(tiny_r
     assert label in index_entry(index, "cifar10_small_s1 (not executed")
 
 
+def _image_folder(root: Path) -> Path:
+    """Two classes of eight 16x16 gray PNGs: the smallest image folder a run trains on."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label, level in (("dark", 40), ("light", 200)):
+        (root / label).mkdir(parents=True)
+        for i in range(8):
+            Image.fromarray(np.clip(rng.normal(level, 20, (16, 16)), 0, 255).astype(np.uint8), "L").save(root / label / f"{i}.png")
+    return root
+
+
+def test_own_runs_appear_on_the_index_and_the_training_page(tiny_runs, tmp_path):
+    # Issue 27: a run trained with overrides (the README's --lr 0.05 example), an image-folder run,
+    # a stopped one and a damaged one, beside the named mnist_small: each is on the index, and the
+    # training page draws the first three beside mnist_small with what they changed.
+    import torch
+
+    from mnv3 import own_runs
+    from mnv3.train import main
+
+    runs_dir = tmp_path / "runs" / "quick"
+    shutil.copytree(tiny_runs / "mnist_small", runs_dir / "mnist_small")
+    common = ["--out", str(tmp_path / "runs"), "--data-root", str(tmp_path / "data"), "--threads", "1", "--epochs", "2"]
+    threads = torch.get_num_threads()
+    try:
+        own = main(["--experiment", "mnist_small", "--dataset", "synthetic", "--max-train-samples", "256", "--batch-size", "64",
+                    "--lr", "0.05", *common])
+        photos = main(["--experiment", "mnist_small", "--dataset", f"folder:{_image_folder(tmp_path / 'photos')}", "--batch-size", "4",
+                       "--name", "photos", *common])
+    finally:
+        torch.set_num_threads(threads)
+    assert own.parent == runs_dir and own.name.startswith("mnist_small-") and own.name.endswith("-lr0.05")
+    stopped = _unfinished_copy(own, runs_dir / "stopped", planned=6)
+    (runs_dir / "broken").mkdir()
+    (runs_dir / "broken" / "config.json").write_text("{")
+    assert own_runs.find_own_runs(runs_dir, ["cifar10_small_s1"])[0] == {}  # based on mnist_small: not on the CIFAR-10 page
+
+    results = reports.run_reports("quick", runs_dir=runs_dir, reports_dir=tmp_path / "out", overrides=FAST, log=lambda m: None,
+                                  only=["03_train_mnist"])
+    assert [r.status for r in results] == ["ok"], [r.message for r in results]
+    own_test = json.loads((own / "test.json").read_text())
+    label = "unfinished (stopped at epoch 3 of 6)"  # two epochs of six
+
+    index = (tmp_path / "out" / "index.html").read_text()
+    rows = {c[0].split("based on")[0]: (c, r) for c, r in ((cells(r), r) for r in table_rows(index)) if c}  # name, then a <br>
+    row, html_row = rows[own.name]
+    assert "based on mnist_small:" in row[0] and "lr=0.05" in row[0] and "max_train_samples=256" in row[0]
+    assert runs.format_accuracy(own_test["test_accuracy"]) in row and "href='03_train_mnist.html'" in html_row
+    assert "dataset=folder:" in rows["photos"][0][0] and rows["photos"][0][1] == "folder:photos"
+    assert label in rows["stopped"][0] and not any(c.endswith("%") for c in rows["stopped"][0])  # never counted
+    assert "unreadable" in rows["broken"][0][1] and "broken/config.json" in rows["broken"][0][1]
+    assert list(rows).index(own.name) > list(rows).index("mnist_small")  # below the experiments
+    assert f"python -m mnv3.runs {paths.shown_path(runs_dir)}" in index
+
+    html = (tmp_path / "out" / "03_train_mnist.html").read_text()
+    table = html_table(html, "based on")
+    assert table[own.name][1:3] == ["mnist_small", own_runs.describe_changes(json.loads((own / "config.json").read_text())["overrides"])]
+    assert "lr=0.05" in table[own.name][2] and runs.format_accuracy(own_test["test_accuracy"]) in table[own.name]
+    assert table["photos"][1] == "mnist_small" and "dataset=folder:" in table["photos"][2]
+    assert label in table["stopped"]
+    assert "3 run(s) of your own" in html and "`broken` is not drawn: unreadable" in html.replace("<code>", "`").replace("</code>", "`")
+    assert html.count(FIGURE) >= MIN_FIGURES["03_train_mnist"] + 1  # the own runs' curves beside mnist_small
+    for text in (index, html):
+        assert not _absolute_mentions(text, tmp_path)  # the image folder's path is shown relative
+    assert stopped.is_dir()
+
+
 def test_shared_stopped_gpu_run_is_labelled(tmp_path):
     # The real stopped run of issue 12, when this machine has it: stopped during epoch 54 of 60.
     shared = REPO.parent / "shared" / "gpu-runs" / "h200-646b94e" / "cifar10_small_s1"
@@ -533,6 +603,8 @@ def test_notebooks_declare_the_runners_parameters():
             assert "experiment" in declared
         for key in [*nb.parameters, *(k for p in nb.profile_parameters.values() for k in p)]:
             assert key in declared, f"{nb.name} does not declare {key}"
+        if nb.shows_own_runs:  # a training page: its interactive default shows what the reports pass
+            assert ast.literal_eval(papermill.inspect_notebook(str(nb.path))["experiments"]["default"]) == list(nb.experiments)
         # defaults are relative to the repository root (the notebooks resolve them against it)
         if "runs_dir" in declared:
             assert papermill.inspect_notebook(str(nb.path))["runs_dir"]["default"].strip("'\"") == "runs/quick"

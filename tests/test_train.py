@@ -134,8 +134,30 @@ def test_unknown_experiment_and_field_list_the_valid_ones(capsys):
 
 def test_help_lists_experiments_and_fields():
     out = subprocess.run([sys.executable, "-m", "mnv3.train", "--help"], capture_output=True, text=True, check=True).stdout
-    for word in ("mnist_small", "cifar10_small_s2", "cifar10_small_s1", "cifar10_large_s1", "--epochs", "--lr", "torchrun"):
+    for word in ("mnist_small", "cifar10_small_s2", "cifar10_small_s1", "cifar10_large_s1", "--epochs", "--lr", "torchrun", "--print-config"):
         assert word in out
+    assert "--lr 0.05 --print-config" in out.split("examples:", 1)[1]  # the epilog shows it
+
+
+def test_print_config_prints_the_resolved_experiment_and_writes_nothing(reference, tmp_path, capsys):
+    # The profile's values with an override, resolved: full's epochs and batch, our lr; no run folder, no data.
+    out = tmp_path / "runs"
+    assert main(["--experiment", "mnist_small", "--profile", "full", "--lr", "0.05", "--out", str(out),
+                 "--data-root", str(tmp_path / "data"), "--print-config"]) is None
+    printed = __import__("json").loads(capsys.readouterr().out)
+    assert printed["fields"]["lr"] == 0.05 and printed["overrides"] == {"lr": 0.05}
+    assert printed["fields"]["epochs"] == 20 and printed["fields"]["batch_size"] == 256 and printed["fields"]["compile"] is True
+    assert printed["name"] == "mnist_small-lr0.05" and printed["profile"] == "full" and printed["seed"] == 0
+    assert not out.exists() and not (tmp_path / "data").exists()
+    # the form config.json records: the reference run's arguments print exactly its config.json's values
+    main(["--experiment", "mnist_small", "--name", "mnist_small", "--out", str(out), *FAST, "--print-config"])
+    printed = __import__("json").loads(capsys.readouterr().out)
+    config = __import__("json").loads((reference / "config.json").read_text())
+    assert printed == {key: config[key] for key in printed} and set(printed) >= {"fields", "overrides", "name", "experiment"}
+    assert not out.exists()
+    with pytest.raises(SystemExit) as exit_info:  # a bad --name is one line, as in training
+        main(["--experiment", "mnist_small", "--name", "a/b", "--print-config"])
+    assert exit_info.value.code == 2 and "--name 'a/b'" in capsys.readouterr().err
 
 
 DDP_SCRIPT = textwrap.dedent(

@@ -35,7 +35,7 @@ of the list (give new notebooks knobs that make them fast, and add them to its `
 The package only runs: ``pages.py`` (which notebooks, with what), ``runner.py`` (papermill and
 nbconvert), ``index.py`` with ``index.html.j2`` (the index) and ``cli.py``. What a notebook shows
 comes from the module that wrote its data: :mod:`mnv3.nonlinearities` (01), :mod:`mnv3.summary`
-(02), :mod:`mnv3.runs` (03, 04), :mod:`mnv3.evaluate` (05), :mod:`mnv3.export` (06) and
+(02), :mod:`mnv3.runs` and :mod:`mnv3.own_runs` (03, 04), :mod:`mnv3.evaluate` (05), :mod:`mnv3.export` (06) and
 :mod:`mnv3.bench` (07).
 """
 from __future__ import annotations

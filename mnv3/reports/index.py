@@ -1,5 +1,6 @@
 """The index page, ``reports/<profile>/index.html``: every page with its state, and the table of
-experiments (:func:`mnv3.runs.summary_rows`), rendered from the Jinja2 template ``index.html.j2``."""
+experiments (:func:`mnv3.runs.summary_rows`) with your own runs below them
+(:func:`mnv3.own_runs.own_summary_rows`), rendered from the Jinja2 template ``index.html.j2``."""
 from __future__ import annotations
 
 import html
@@ -9,6 +10,7 @@ from typing import Any, Mapping, Sequence
 
 from ..experiments import ORIGINAL_SUMMARY
 from ..files import write_text_atomic
+from ..own_runs import own_summary_rows
 from ..paths import shown_path
 from ..runs import format_accuracy, summary_rows, train_hint
 from . import pages
@@ -74,13 +76,14 @@ def write_index(ctx: ReportContext, results: Sequence[ReportResult] = (), notebo
                 result = ReportResult(nb, experiment, page, "earlier" if page.is_file() else "absent")
             entries.append(result)
     index = ctx.reports_dir / "index.html"
-    write_text_atomic(index, render_index(ctx, entries, summary_rows(ctx.runs_dir, data_root=ctx.data_root)))
+    rows = summary_rows(ctx.runs_dir, data_root=ctx.data_root)
+    write_text_atomic(index, render_index(ctx, entries, rows, own_summary_rows(ctx.runs_dir, ctx.data_root)))
     return index
 
 
 def _row(row: Mapping[str, Any], profile: str, pages_of_run: Sequence[ReportResult]) -> dict[str, Any]:
     """One table row as the template prints it (strings; the template escapes them)."""
-    shown = {"experiment": row["experiment"], "status": row["status"],
+    shown = {"experiment": row["experiment"], "status": row["status"], "note": "",
              "pages": [(r.html.name, r.notebook.name) for r in pages_of_run if r.status not in ("absent", "missing")]}  # no page to link
     if row["status"] == "missing":
         return {**shown, "hint": train_hint(profile, row["experiment"])}
@@ -96,8 +99,19 @@ def _row(row: Mapping[str, Any], profile: str, pages_of_run: Sequence[ReportResu
             "train_seconds": _fmt(row.get("train_seconds"), ".1f"), "device": str(row.get("device", "-"))}  # fmt: skip
 
 
-def render_index(ctx: ReportContext, results: Sequence[ReportResult], rows: Sequence[Mapping[str, Any]]) -> str:
-    """The index page (HTML): links to every report (with its status) and the experiments' summary table."""
+def _own_row(row: Mapping[str, Any], profile: str, results: Sequence[ReportResult]) -> dict[str, Any]:
+    """A row of your own runs: the experiment's columns, what the run is based on and changed, and
+    links to the training pages that draw its curves."""
+    based_on = row.get("based_on")
+    drawn_on = [r for r in results if r.notebook.shows_own_runs and based_on in r.notebook.experiments]
+    shown = _row(row, profile, drawn_on)
+    return {**shown, "note": f"based on {based_on}: {row['changes']}"} if based_on else shown
+
+
+def render_index(ctx: ReportContext, results: Sequence[ReportResult], rows: Sequence[Mapping[str, Any]],
+                 own_rows: Sequence[Mapping[str, Any]] = ()) -> str:
+    """The index page (HTML): links to every report (with its status), the experiments' summary table
+    and below it your own runs (``own_rows``, :func:`mnv3.own_runs.own_summary_rows`)."""
     import jinja2
     from markupsafe import Markup
 
@@ -118,4 +132,5 @@ def render_index(ctx: ReportContext, results: Sequence[ReportResult], rows: Sequ
         failed=sum(r.status == "failed" for r in results), note=Markup(profile_note(ctx.profile, rows)),
         header=header, text_columns={0, 1, 2, 6, 10, 11}, original=ORIGINAL_SUMMARY,
         rows=[_row(row, ctx.profile, per_run.get(row["experiment"], [])) for row in rows], groups=list(groups.values()),
+        own_rows=[_own_row(row, ctx.profile, results) for row in own_rows],
     )

@@ -49,7 +49,10 @@ class Notebook:
         description: one line for the index.
         per_experiment: execute once per experiment, passing ``experiment``; the reports are
             ``<name>-<experiment>.html``.
-        experiments: which experiments, when ``per_experiment`` (default: all of them).
+        experiments: which experiments, when ``per_experiment`` or ``shows_own_runs`` (default: all of them).
+        shows_own_runs: a training page: it draws the runs of ``experiments`` and your own runs based
+            on them (:mod:`mnv3.own_runs`); the runner passes it ``experiments``, and the index links
+            those own runs' rows to it.
         parameters: passed to every execution (on top of the common ones).
         profile_parameters: passed for one profile only, e.g. ``{"quick": {"max_samples": 2000}}``.
         requires: files that must exist, else the page says which make target produces them.
@@ -61,6 +64,7 @@ class Notebook:
     description: str = ""
     per_experiment: bool = False
     experiments: tuple[str, ...] = EXPERIMENTS
+    shows_own_runs: bool = False
     parameters: Mapping[str, Any] = field(default_factory=dict)
     profile_parameters: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     requires: tuple[Requirement, ...] = ()
@@ -89,11 +93,15 @@ NOTEBOOKS: list[Notebook] = [
         "The Small and Large tables from the JSON specs, per-row parameters and MACs, totals against "
         "the paper and torchvision, and the torchvision equivalence check (Figure 2).",
     ),
-    # 03 and 04 cope with missing runs themselves (they plot what exists and name the make target).
+    # 03 and 04 cope with missing runs themselves (they plot what exists and name the make target),
+    # and draw your own runs (any other run folder) based on their experiments.
     Notebook(
         "03_train_mnist",
         "Training on MNIST",
-        "Accuracy and loss curves of MobileNetV3-Small on MNIST, and seconds per epoch (Figures 5 and 6).",
+        "Accuracy and loss curves of MobileNetV3-Small on MNIST, and seconds per epoch (Figures 5 and 6); "
+        "your own runs based on mnist_small beside it.",
+        experiments=("mnist_small",),
+        shows_own_runs=True,
         # The notebook never trains unless asked to interactively.
         parameters={"launch_training": False},
     ),
@@ -101,7 +109,9 @@ NOTEBOOKS: list[Notebook] = [
         "04_train_cifar10",
         "Training on CIFAR-10",
         "CIFAR-10 curves: Small with stride 2 against stride 1, Small against Large, seconds per epoch "
-        "(Figures 9 to 12).",
+        "(Figures 9 to 12); your own runs based on these experiments beside them.",
+        experiments=("cifar10_small_s2", "cifar10_small_s1", "cifar10_large_s1"),
+        shows_own_runs=True,
         parameters={"launch_training": False},
     ),
     Notebook(

@@ -76,6 +76,8 @@ def _notebook_parameters(nb: Notebook, ctx: ReportContext, experiment: str | Non
     common = {k: v for k, v in ctx.fields(experiment, shown=True).items() if k in ("profile", "runs_dir", "reports_dir", "data_root", "data_mirror")}
     if experiment:
         common["experiment"] = experiment
+    if nb.shows_own_runs:  # a training page: the experiments it shows (and the own runs based on them)
+        common["experiments"] = list(nb.experiments)
     params = {**common, **nb.parameters, **nb.profile_parameters.get(ctx.profile, {}), **overrides}
     # Pass only what the notebook declares: overrides are shared by all notebooks (e.g. fast
     # test knobs), and papermill would inject undeclared names with a warning.
