@@ -2,6 +2,7 @@
 test accuracy, size, optional latency)."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -12,11 +13,11 @@ from ..data import DatasetInfo
 from ..imagefolder import load_run_split
 from ..files import write_json_atomic, write_text_atomic
 from ..timing import percentile, time_calls
-from .deps import _quiet_imports
 from .formats import FILE_NAMES
 from .manifest import LEGACY_NOTE
 from .pte import INT8_FINDING, INT8_MAX_DROP_POINTS, lower_to_pte
 from .runners import OnnxRunner, PteRunner, PtlRunner, _EagerRunner
+from .threadpool import executorch_threads
 from .wrapper import RawPixelModel, resize_images
 
 PROBE_BATCH = 64  # batch for the logit comparison where the format allows any batch (eager, ptl, onnx)
@@ -150,13 +151,8 @@ def write_parity(report: dict[str, Any], out_dir: str | Path) -> None:
 
 def _thread_counts(onnx_threads: int | None = None) -> dict[str, int | None]:
     counts: dict[str, int | None] = {"torch": torch.get_num_threads(), "executorch": None, "onnxruntime": onnx_threads}
-    try:
-        with _quiet_imports():
-            from executorch.extension.pybindings import portable_lib
-
-        counts["executorch"] = int(portable_lib._threadpool_get_thread_count())
-    except Exception:
-        pass
+    with contextlib.suppress(Exception):
+        counts["executorch"] = executorch_threads()
     return counts
 
 
