@@ -182,6 +182,8 @@ def _parity(
     reference = _predict(eager, probe, PROBE_BATCH)
     onnx_threads = None
     rows = []
+    if not latency_runs:  # said once here, rather than a latency column of dashes in every row
+        say("  latency: not timed (make bench times these programs; --latency-runs N times them here)")
 
     def row(name: str, runner: Callable, eval_runner: Callable, eval_batch: int, evaluated_with: str, path: Path | None):
         # The .pte files take batch 1 only (static shape), so they are compared exactly as the app runs them.
@@ -195,8 +197,9 @@ def _parity(
         result["test_accuracy"] = _accuracy_of(test_logits, labels)
         result["test_nonfinite_outputs"] = int((~torch.isfinite(test_logits).all(1)).sum())
         result["evaluated_with"] = evaluated_with
+        timed = f"  {result['latency_ms_median']:.3f} ms" if result["latency_ms_median"] is not None else ""
         say(f"  {name:9s} max|dlogit| {_fmt(result['max_abs_logit_diff'], '.2e')}  top-1 agree {result['top1_agreement']:.4f}  "
-            f"test acc {result['test_accuracy']:.4f}  {_fmt(result['latency_ms_median'], '.3f')} ms")  # fmt: skip
+            f"test acc {result['test_accuracy']:.4f}{timed}")  # fmt: skip
         rows.append(result)
 
     row("eager", eager, eager, 500, "eager PyTorch, batch 500", None)
