@@ -11,7 +11,7 @@ from ..environment import load_average
 from ..timing import interleaved_times, paired_ratio, summarize_times
 from .cases import _spec_for, training_case
 from .config import TARGETS, TRAIN_CONTENDERS, BenchConfig
-from .formatting import _ci_note, _fmt_ms, _round, _table, _within_noise
+from .formatting import _ci_note, _fmt_ms, _round, _table, _within_noise, target_verdict
 from .machine import CpuMeter, _busy_note
 from .profiling import eager_profile_diff, profile_note
 
@@ -122,4 +122,5 @@ def training_targets(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         rows.append({"target": "training: ours / torchvision images/s >= 1", "setting": r["setting"], "batch": r["batch"],
                      "device": r["device"], "value": value, "threshold": limit, "met": met,
                      "within_noise": _within_noise(r["paired_ratio_ci95"], limit), "note": note})  # fmt: skip
+        rows[-1]["verdict"] = target_verdict(rows[-1])
     return _round(rows)
