@@ -117,7 +117,8 @@ android-assets: $(foreach r,$(ANDROID_RUNS),$(r)/test.json) | $(DATA_ROOT)/cache
 
 # Benchmarks (python -m mnv3.bench --help): CPU latency against torchvision and the mobile runtimes,
 # training throughput and the width frontier -> reports/bench/*.json (07_benchmarks in make reports).
-# About 13 min the first time on the 2-core CPU (exports, cached in ~/.cache/mnv3/bench), under 3 min after.
+# The first run exports every program it times (several minutes on the 2-core CPU; cached in ~/.cache/mnv3/bench);
+# with the cache filled, the committed reports/bench run took 150 s (the JSON files' "seconds").
 BENCH_ARGS ?=
 .PHONY: bench
 bench: | setup ## benchmarks: CPU latency, training throughput, width frontier -> reports/bench/*.json

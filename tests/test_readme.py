@@ -79,3 +79,46 @@ def test_a_value_past_a_quoted_bound_is_refused(tmp_path, field, value, words):
     path.write_text(json.dumps(data))
     with pytest.raises(SpecError, match=re.escape(f"blocks[1] (table row 3): field '{field}' is {value}; allowed: {words}")):
         load_spec(path)
+
+
+def _make_help_targets() -> list[str]:
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    out = subprocess.run(["make", "-s", "help"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    return [line.split()[1] for line in out.splitlines()]
+
+
+def test_the_make_table_has_every_target_make_help_lists():
+    table = README.split("\n## Make targets\n", 1)[1].split("\n\n", 1)[0]
+    rows = re.findall(r"^\| `make ([a-z-]+)` \|", table, flags=re.M)
+    assert sorted(rows) == sorted(_make_help_targets())
+
+
+def test_the_readme_names_the_export_extra_that_export_help_names():
+    from mnv3.export import INSTALL_HINT
+
+    section = README.split("\n## Mobile export and the Android app\n", 1)[1].split("\n## ", 1)[0]
+    assert "`[export]` extra" in section and f"`{INSTALL_HINT}`" in section
+
+
+def test_the_benchmark_durations_agree_and_name_the_short_profiles(capsys):
+    import json
+
+    from mnv3.bench import main as bench_main
+
+    recorded = sum(json.loads((REPO / "reports" / "bench" / f"{name}.json").read_text())["seconds"]
+                   for name in ("inference", "training", "frontier"))  # fmt: skip
+    said = f"{recorded:.0f} s"
+    assert said == "150 s"
+    with pytest.raises(SystemExit):
+        bench_main(["--help"])
+    help_text = capsys.readouterr().out
+    makefile = (REPO / "Makefile").read_text().split("\nbench:", 1)[0].rsplit("\n\n", 1)[1]
+    section = README.split("\n## Benchmarks\n", 1)[1].split("\n## ", 1)[0]
+    for text in (help_text, makefile, section):
+        assert said in text and "several minutes" in text
+        assert not re.search(r"~?\d+ min\b", text), "a duration in minutes that no record holds"
+    assert "--quick" in section and "--tiny" in section
