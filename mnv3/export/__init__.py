@@ -57,8 +57,8 @@ from .pte import (
     fp32_module_names, lower_to_pte, quantize_int8, to_edge_xnnpack,
 )  # fmt: skip
 from .run import export_run
-from .threadpool import EXECUTORCH_INFO_LINES, dropping_stderr_lines, executorch_threads
 from .runners import OnnxRunner, PteRunner, PtlRunner, load_runner
+from .threadpool import EXECUTORCH_INFO_LINES, dropping_stderr_lines, executorch_threads
 from .wrapper import RawPixelModel, check_finite, load_wrapped_run, wrap_for_export
 
 __all__ = [
