@@ -105,17 +105,20 @@ $(RUNS_DIR)/%/export/parity.json: $(RUNS_DIR)/%/test.json | setup
 	$(PY) -m mnv3.export $(RUNS_DIR)/$* --data-root $(DATA_ROOT) $(MIRROR_ARG) $(EXPORT_ARGS)
 
 # The Android app's assets (android-demo/app/src/main/assets/{mnist,cifar10}/, git-ignored): the
-# fp32 model.pte of mnist_small and cifar10_small_s1 (copied from their exports), model.json, test
-# images and golden.json. CUSTOM_RUN=RUN_DIR adds a third model, any run (your own images:
+# fp32 model.pte of mnist_small and cifar10_small_s1, model.json, test images and golden.json.
+# It needs only the finished runs and the test sets, never `make export`: the .pte is copied from
+# RUN/export/ when an export of the same checkpoint is there, else only the fp32 .pte is exported
+# (no int8, ONNX or parity). CUSTOM_RUN=RUN_DIR adds a third model, any run (your own images:
 # --dataset folder:PATH), in assets/custom/, which the app shows as a third button.
 CUSTOM_RUN ?=
-android-assets: ## copy the fp32 .pte, model.json, test images and golden predictions into the Android app (CUSTOM_RUN=RUN: a third model)
-android-assets: $(foreach r,$(ANDROID_RUNS),$(r)/export/parity.json)
+android-assets: ## the app's assets: fp32 .pte (an export's, else exported alone), model.json, test images, golden predictions (CUSTOM_RUN=RUN: a third model)
+android-assets: $(foreach r,$(ANDROID_RUNS),$(r)/test.json) | $(DATA_ROOT)/cache/mnist-test.pt $(DATA_ROOT)/cache/cifar10-test.pt
 	$(PY) -m mnv3.export android-assets --mnist $(RUNS_DIR)/mnist_small --cifar $(RUNS_DIR)/cifar10_small_s1$(if $(CUSTOM_RUN), --custom $(CUSTOM_RUN)) --data-root $(DATA_ROOT) $(MIRROR_ARG)
 
 # Benchmarks (python -m mnv3.bench --help): CPU latency against torchvision and the mobile runtimes,
 # training throughput and the width frontier -> reports/bench/*.json (07_benchmarks in make reports).
-# About 13 min the first time on the 2-core CPU (exports, cached in ~/.cache/mnv3/bench), under 3 min after.
+# The first run exports every program it times (several minutes on the 2-core CPU; cached in ~/.cache/mnv3/bench);
+# with the cache filled, the committed reports/bench run took 150 s (the JSON files' "seconds").
 BENCH_ARGS ?=
 .PHONY: bench
 bench: | setup ## benchmarks: CPU latency, training throughput, width frontier -> reports/bench/*.json

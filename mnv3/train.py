@@ -361,7 +361,8 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
                     partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
                 metrics = EpochMetrics(device, partial, first)  # on the device; read only when a progress line is due
                 t0 = time.perf_counter()
-                bar = tqdm(total=steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{exp.epochs}", disable=None if is_main else True, leave=False, dynamic_ncols=True)
+                bar = tqdm(total=steps_per_epoch, initial=first, desc=f"epoch {epoch + 1}/{exp.epochs}", disable=None if is_main else True,
+                           leave=False, **_bar_size())  # fmt: skip
                 done = first
                 for step in range(first, steps_per_epoch):
                     run_step(trainer, train_x, train_y, batches, epoch, step, metrics)
@@ -473,6 +474,24 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
     finally:
         if lock is not None:
             lock.release()
+
+
+# A terminal that reports no window size (0 x 0: a pseudo-terminal nobody sized, some containers and
+# serial consoles) made tqdm draw nothing for a whole epoch: it takes 0 - 1 columns and rows. The bar
+# then gets the classic terminal's size instead.
+FALLBACK_TERMINAL = {"ncols": 80, "nrows": 24}
+
+
+def _bar_size() -> dict[str, Any]:
+    """tqdm's size arguments: follow the terminal as it is resized (``dynamic_ncols``), unless
+    stderr, where tqdm draws, is a terminal that reports no size; then :data:`FALLBACK_TERMINAL`."""
+    try:
+        fd = sys.stderr.fileno()
+        if os.isatty(fd) and 0 in os.get_terminal_size(fd):
+            return dict(FALLBACK_TERMINAL)
+    except (AttributeError, OSError, ValueError):  # no real file behind stderr (a notebook, a capture)
+        pass
+    return {"dynamic_ncols": True}
 
 
 class _Progress:

@@ -190,7 +190,8 @@ def test_notebook_07_computes_its_tables_and_figures_from_the_results(tiny):
     assert list(env.columns) == ["inference", "training", "frontier"] and env.loc["profile", "inference"] == "tiny"
     checks = bench.target_checks(results)
     assert len(checks) == len(results["inference"]["targets"]) + len(results["training"]["targets"])
-    assert all(s.endswith((": met", "not met, within noise", "NOT met")) for s in checks["statement"])
+    assert all(s.endswith((": met", ": undecided", "NOT met")) for s in checks["statement"])
+    assert set(checks["verdict"]) <= {"met", "not met", "undecided"}
     assert len(bench.target_summary(results)) == checks["target"].nunique()
     pivot = bench.inference_pivot(results["inference"], "median_ms")
     assert list(pivot.columns) == [bench.CONTENDER_LABELS[c] for c in bench.CONTENDERS]
@@ -267,3 +268,33 @@ def test_frontier_names_a_run_whose_records_are_damaged(tmp_path, capsys):
     (run / "test.json").write_text(json.dumps({"test_accuracy": "98.7%"}))
     assert bench.find_trained_runs(tmp_path) == []
     assert "test.json: field 'test_accuracy' is \"98.7%\"" in capsys.readouterr().err
+
+
+def test_an_interval_that_contains_the_threshold_is_undecided_on_either_side():
+    # Issue 27: both were undecided, yet the first was called MET and the second NOT MET.
+    from mnv3.bench.formatting import target_line
+
+    eager = {"setting": "small@224", "batch": 32, "contender": "ours_eager", "median_ms": 10.0,
+             "ratio_to_torchvision_eager": 0.961, "paired_ratio_ci95": [0.934, 1.111]}  # fmt: skip
+    training = {"setting": "cifar10_small_s1", "batch": 128, "device": "cpu", "contender": "ours",
+                "ratio_to_torchvision": 0.941, "paired_ratio_ci95": [0.902, 1.013]}  # fmt: skip
+    (latency,) = bench.inference_targets([eager])
+    (throughput,) = bench.training_targets([training])
+    assert latency["met"] and not throughput["met"]  # the point estimates fall on either side
+    assert latency["verdict"] == throughput["verdict"] == "undecided"
+    for t, (lo, hi), threshold in ((latency, eager["paired_ratio_ci95"], "1.05"), (throughput, training["paired_ratio_ci95"], "1")):
+        line = target_line(t)
+        assert line.startswith("target UNDECIDED: ") and "MET" not in line
+        assert f"95% interval [{lo:.3f}, {hi:.3f}]" in line
+        assert f"which contains {threshold}: the difference is within this machine's noise" in line
+    # outside the interval the verdict follows the value, in the same words for both targets
+    clear = bench.inference_targets([{**eager, "ratio_to_torchvision_eager": 1.2, "paired_ratio_ci95": [1.15, 1.25]}])[0]
+    fast = bench.training_targets([{**training, "ratio_to_torchvision": 1.1, "paired_ratio_ci95": [1.05, 1.15]}])[0]
+    assert target_line(clear).startswith("target NOT MET: ") and "entirely above 1.05" in target_line(clear)
+    assert target_line(fast).startswith("target MET: ") and "entirely above 1" in target_line(fast)
+    # notebook 07 words them alike too, also for files written before the verdict field
+    checks = bench.target_checks({"inference": {"targets": [{k: v for k, v in latency.items() if k != "verdict"}]},
+                                  "training": {"targets": [throughput]}})  # fmt: skip
+    assert list(checks["verdict"]) == ["undecided", "undecided"]
+    assert list(checks["statement"]) == ["0.961, its 95% interval contains 1.05: undecided", "0.941, its 95% interval contains 1: undecided"]
+

@@ -9,6 +9,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -681,3 +682,19 @@ def test_a_run_on_a_dataset_this_export_cannot_load_is_one_line(trained_run, tmp
     err = capsys.readouterr().err
     assert "folder" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("latency_runs", [0, 2])
+def test_the_console_table_says_not_timed_once(trained_run, tmp_path, latency_runs):
+    # Every row ended in "— ms" when latency was off (the default), which looked like a failure.
+    lines: list[str] = []
+    ex.export_run(copy_run(trained_run, tmp_path / "run"), formats="ptl", threads=1, parity_samples=8,
+                  latency_runs=latency_runs, log=lines.append)  # fmt: skip
+    rows = [line for line in lines if "max|dlogit|" in line]
+    assert [row.split()[0] for row in rows] == ["eager", "ptl"]
+    assert not any("—" in row for row in rows)
+    said = [line for line in lines if "not timed" in line]
+    if latency_runs:
+        assert not said and all(re.search(r"test acc \d\.\d{4}  \d+\.\d{3} ms$", row) for row in rows)
+    else:
+        assert len(said) == 1 and all(re.search(r"test acc \d\.\d{4}$", row) for row in rows)

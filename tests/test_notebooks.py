@@ -667,8 +667,10 @@ def test_make_export_and_android_assets(tmp_path):
     assert "cifar10_small_s2" not in out and "cifar10_large_s1" not in out  # no run; exported already
     assert "--parity-samples" not in _make("export", f"TRAIN_OUT={tmp_path}", "EXPORT_ARGS=")
     assert "--latency-runs" not in out  # latency is timed by make bench, not during export
+    # The app needs only the fp32 .pte, which android-assets copies or exports itself: no full
+    # export (int8 calibration, ONNX, parity) runs first, not even for a run never exported.
     assets = _make("android-assets", f"TRAIN_OUT={tmp_path}")
-    assert f"-m mnv3.export {quick}/mnist_small" in assets  # its export first
+    assert "-m mnv3.export android-assets" in assets and f"-m mnv3.export {quick}" not in assets
     assert f"-m mnv3.export android-assets --mnist {quick}/mnist_small --cifar {quick}/cifar10_small_s1 --data-root data" in assets
     custom = _make("android-assets", f"TRAIN_OUT={tmp_path}", "CUSTOM_RUN=runs/quick/photos")  # an optional third model
     assert f"--cifar {quick}/cifar10_small_s1 --custom runs/quick/photos --data-root data" in custom
@@ -676,3 +678,49 @@ def test_make_export_and_android_assets(tmp_path):
     text = (REPO / "Makefile").read_text()
     recipe = re.split(r"\nall:[^\n]*\n", text, maxsplit=1)[1].split("\n\n", 1)[0]  # the line may carry its `## help`
     assert [line.split()[-1] for line in recipe.splitlines()] == ["data", "train", "reports"]
+
+
+# ------------------------------------------------------------------------------ one notebook, as papermill
+
+
+def _tiny_notebook(path: Path, *cells: str) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}), *map(nbformat.v4.new_code_cell, cells)]
+    nbformat.write(nb, path)
+    return path
+
+
+def test_the_readmes_notebook_command_executes_without_the_tcp_warning(tmp_path):
+    # The README's command for one notebook; papermill's own command line printed the kernel's
+    # "running over TCP without encryption" warning, which it cannot pass the kernel the setting to silence.
+    import sys
+
+    readme = (REPO / "README.md").read_text()
+    assert "python -m mnv3.reports execute 05_evaluate /tmp/05.ipynb -p experiment=cifar10_small_s2" in readme
+    commands = [line for block in re.findall(r"```bash\n(.*?)```", readme, flags=re.S) for line in block.splitlines()]
+    assert not [line for line in commands if re.match(r"(\S*/)?papermill ", line)]
+    source = _tiny_notebook(tmp_path / "tiny.ipynb", "print('x is', x)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    ours = subprocess.run([sys.executable, "-m", "mnv3.reports", "execute", str(source), str(tmp_path / "out.ipynb"), "-p", "x=5"],
+                          capture_output=True, text=True, env=env, cwd=REPO)  # fmt: skip
+    assert ours.returncode == 0, ours.stderr
+    assert "without encryption" not in ours.stderr
+    outputs = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[-1].outputs
+    assert outputs[0]["text"] == "x is 5\n"
+    # what papermill's command line prints (the control: the warning is there to be silenced)
+    plain = subprocess.run([sys.executable, "-m", "papermill", str(source), str(tmp_path / "plain.ipynb"), "-p", "x", "5"],
+                           capture_output=True, text=True, env=env, cwd=REPO)  # fmt: skip
+    assert plain.returncode == 0 and "without encryption" in plain.stderr
+
+
+def test_execute_names_a_failing_cell_and_unknown_parameters(tmp_path, capsys):
+    from mnv3.reports.cli import main as reports_main
+
+    source = _tiny_notebook(tmp_path / "fails.ipynb", "y = x + 1", "raise ValueError('no such run')")
+    assert reports_main(["execute", str(source), str(tmp_path / "out.ipynb"), "-p", "z=1"]) == 2
+    assert capsys.readouterr().err.strip().endswith("declares no parameter z; it declares: x.")
+    assert reports_main(["execute", str(source), str(tmp_path / "out.ipynb")]) == 1
+    err = capsys.readouterr().err
+    assert "failed in cell 3" in err and "ValueError: no such run" in err and str(tmp_path / "out.ipynb") in err
+    assert err.count("python -m mnv3.reports: error: ") == 1 and "Traceback" not in err  # beside papermill's progress bar

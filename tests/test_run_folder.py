@@ -174,6 +174,41 @@ def test_progress_lines_when_output_is_not_a_terminal(tmp_path, monkeypatch, cap
     assert "epoch 1/2, step 1/6: loss" in out and "img/s" in out
 
 
+def test_a_terminal_without_a_size_still_shows_the_bar(tmp_path):
+    # In a terminal that reports 0 x 0 (a pseudo-terminal nobody sized), tqdm drew a zero-width bar,
+    # and the 30-second lines are off on a terminal: an epoch passed without a word.
+    import os
+    import select
+    import subprocess
+    import sys
+
+    pty = pytest.importorskip("pty")
+    master, slave = pty.openpty()  # a new pseudo-terminal has no window size
+    assert tuple(os.get_terminal_size(slave)) == (0, 0)
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+    env.pop("TQDM_DISABLE", None)
+    child = subprocess.Popen([sys.executable, "-m", "mnv3.train", "--experiment", "mnist_small", "--out", str(tmp_path),
+                              "--data-root", str(tmp_path / "data"), *FAST, "--epochs", "1"],
+                             stdin=slave, stdout=slave, stderr=slave, env=env, cwd=repo)  # fmt: skip
+    os.close(slave)
+    out = b""
+    while select.select([master], [], [], 300)[0]:
+        try:
+            chunk = os.read(master, 1 << 16)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert child.wait(timeout=60) == 0, out.decode(errors="replace")
+    frames = out.decode(errors="replace").split("\r")
+    drawn = [frame for frame in frames if frame.startswith("epoch 1/1:") and "%|" in frame]
+    assert drawn and any("6/6" in frame and "loss=" in frame for frame in drawn), frames
+    assert max(len(frame) for frame in drawn) <= train_module.FALLBACK_TERMINAL["ncols"]
+
+
 def test_config_records_the_machine(finished):
     config = json.loads((finished / "config.json").read_text())
     machine = config["machine"]

@@ -115,7 +115,8 @@ def default_cache_dir() -> Path:
 
 
 def quick_config(**overrides) -> BenchConfig:
-    """About half the default's time: Small at 224 and on MNIST, two training settings, three widths, fewer rounds."""
+    """A shorter run than the default (no duration recorded): Small at 224 and on MNIST, two training
+    settings, three widths, fewer rounds."""
     cfg = BenchConfig(
         settings=("small@224", "mnist_small"),
         repeats=30,
@@ -132,8 +133,9 @@ def quick_config(**overrides) -> BenchConfig:
 
 
 def tiny_config(**overrides) -> BenchConfig:
-    """The smoke test's configuration: a four-block network, tiny inputs, a few rounds, but every
-    contender and every suite (about a minute on two cores, most of it in ExecuTorch lowering)."""
+    """The smoke test's configuration: a three-block network, tiny inputs, a few rounds, but every
+    contender and every suite (most of its time is ExecuTorch lowering its 7 files; the README's
+    Benchmarks section gives the one duration measured)."""
     cfg = BenchConfig(
         settings=("tiny",),
         batches=(1, 2),

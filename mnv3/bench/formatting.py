@@ -47,6 +47,23 @@ def within_noise(ci: Sequence[float] | None, threshold: float) -> bool | None:
     return ci[0] <= threshold <= ci[1]
 
 
+def target_verdict(target: dict[str, Any]) -> str:
+    """"met", "not met" or "undecided" for a target row of the suites' JSON (``met``: the value is
+    on the right side of ``threshold``; ``within_noise``: the paired ratios' 95% interval contains
+    the threshold). A ratio whose interval contains the threshold is undecided whichever side its
+    median falls on: the run cannot tell the two apart."""
+    if target.get("within_noise"):
+        return "undecided"
+    return "met" if target["met"] else "not met"
+
+
+def target_line(target: dict[str, Any]) -> str:
+    """The console line of a target row: its verdict, what was measured where, and the note."""
+    where = f"{target['setting']}, batch {target['batch']}"
+    note = f" ({target['note']})" if target.get("note") else ""
+    return f"target {target_verdict(target).upper()}: {target['target']} [{where}] = {target['value']:.3f}{note}"
+
+
 def ci_note(ci: Sequence[float] | None, threshold: float) -> str:
     """One sentence on the paired ratios' 95% interval ``ci`` ([low, high]) against a target's
     ``threshold``: whether it contains the threshold (the difference is within the machine's

@@ -13,7 +13,7 @@ from ..timing import interleaved_times, paired_ratio, summarize_times
 from .artefacts import Artefact, ArtefactStore
 from .cases import inference_case, make_models, random_pixels, wrap_raw_pixels
 from .config import CONTENDER_FORMATS, CONTENDER_LABELS, CONTENDERS, REFERENCE, TARGETS, BenchConfig
-from .formatting import ci_note, console_table, format_ms, index_results, round_significant, within_noise
+from .formatting import ci_note, console_table, format_ms, index_results, round_significant, target_verdict, within_noise
 from .machine import CpuMeter, busy_note
 from .profiling import eager_profile_diff, profile_note
 
@@ -180,6 +180,7 @@ def inference_targets(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]
             "value": value, "threshold": limit, "met": met,
             "within_noise": within_noise(r["paired_ratio_ci95"], limit), "note": note,
         })  # fmt: skip
+        rows[-1]["verdict"] = target_verdict(rows[-1])
     for (setting, batch, contender), r in index.items():
         if contender != "executorch_fp32" or batch != 1:
             continue
@@ -194,6 +195,7 @@ def inference_targets(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]
         rows.append({"target": "ExecuTorch fp32 >= 3x faster than our eager model (batch 1)", "setting": setting,
                      "batch": 1, "value": speedup, "threshold": limit, "met": speedup >= limit,
                      "within_noise": None, "note": note})  # fmt: skip
+        rows[-1]["verdict"] = target_verdict(rows[-1])
     return round_significant(rows)
 
 

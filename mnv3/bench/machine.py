@@ -72,13 +72,9 @@ def set_threads(threads: int) -> dict[str, int | None]:
                                      "torch_interop": torch.get_num_interop_threads(), "executorch": None,
                                      "onnxruntime": threads}  # fmt: skip
     with contextlib.suppress(Exception):
-        from ..export.deps import quiet_imports
+        from ..export import executorch_threads
 
-        with quiet_imports():
-            from executorch.extension.pybindings import portable_lib
-        if portable_lib._threadpool_get_thread_count() != threads:
-            portable_lib._unsafe_reset_threadpool(threads)
-        counts["executorch"] = int(portable_lib._threadpool_get_thread_count())
+        counts["executorch"] = executorch_threads(threads)  # its log lines that need no action dropped
     return counts
 
 

@@ -10,6 +10,7 @@ from typing import Any, Mapping, Sequence
 from ..experiments import EXPERIMENTS
 from ..runs import dataset_label, format_accuracy, load_record, load_test
 from .config import CONTENDER_LABELS, CONTENDERS
+from .formatting import target_verdict
 
 
 def load_results(bench_dir: str | Path) -> dict[str, dict[str, Any] | None]:
@@ -89,32 +90,33 @@ def target_checks(results: Mapping[str, Any]):
         for t in (data or {}).get("targets", []):
             op = "≤" if "<=" in t["target"] else "≥"
             where = f"{t['setting']}, batch {t['batch']}" + (f", {t['device']}" if t.get("device") else "")
-            if t["met"]:
+            verdict = target_verdict(t)  # computed here too: files written before the verdict field have none
+            if verdict == "undecided":
+                statement = f"{t['value']:.3f}, its 95% interval contains {t['threshold']:g}: undecided"
+            elif verdict == "met":
                 statement = f"{t['value']:.3f} {op} {t['threshold']:g}: met"
-            elif t.get("within_noise"):
-                statement = f"{t['value']:.3f} is not {op} {t['threshold']:g}: not met, within noise"
             else:
                 statement = f"{t['value']:.3f} is not {op} {t['threshold']:g}: NOT met"
             rows.append({"target": t["target"], "where": where, "value": round(t["value"], 3), "statement": statement,
-                         "met": t["met"], "within_noise": t.get("within_noise"), "note": t.get("note", "")})  # fmt: skip
+                         "verdict": verdict, "met": t["met"], "within_noise": t.get("within_noise"), "note": t.get("note", "")})  # fmt: skip
     return pd.DataFrame(rows)
 
 
 def target_summary(results: Mapping[str, Any]) -> list[str]:
-    """One Markdown line per target: met everywhere, or where it falls short."""
+    """One Markdown line per target: met everywhere, or where it is not met or undecided."""
     checks = target_checks(results)
     lines = []
     if checks.empty:
         return lines
     for target, group in checks.groupby("target", sort=False):
-        short = group[~group["met"]]
+        short = group[group["verdict"] != "met"]
         values = ", ".join(f"{v:.3f}" for v in group["value"])
         if short.empty:
             lines.append(f"- **{target}**: met in all {len(group)} measurements ({values}).")
         else:
             misses = "; ".join(f"{row['where']}: {row['statement']}" for _, row in short.iterrows())
             lines.append(f"- **{target}**: met in {len(group) - len(short)} of {len(group)} measurements ({values}). "
-                         f"Short: {misses} (why: the notes in the table below).")  # fmt: skip
+                         f"Not met or undecided: {misses} (why: the notes in the table below).")  # fmt: skip
     return lines
 
 

@@ -12,6 +12,7 @@ from ..environment import load_average
 from .artefacts import ArtefactStore
 from .cases import inference_case, training_case
 from .config import SCHEMA, SCHEMA_VERSION, SUITES, TARGETS, BenchConfig
+from .formatting import target_line
 from .frontier import measure_frontier, prepare_frontier
 from .inference import measure_inference, prepare_inference
 from .machine import environment, set_threads
@@ -75,8 +76,7 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str, Path]
             written[name] = path
             log(f"[bench] {suite}: {path} ({time.perf_counter() - start:.1f} s)")
             for t in body.get("targets", []):
-                log(f"[bench]   target {'MET' if t['met'] else 'NOT MET'}: {t['target']} [{t['setting']}, batch {t['batch']}] = {t['value']:.3f}"
-                    + (f" ({t['note']})" if t.get("note") else ""))  # fmt: skip
+                log(f"[bench]   {target_line(t)}")
     finally:
         store.close()
     log(f"[bench] total {time.perf_counter() - total:.1f} s")

@@ -11,7 +11,7 @@ from ..environment import load_average
 from ..timing import interleaved_times, paired_ratio, summarize_times
 from .cases import spec_for_arch, training_case
 from .config import TARGETS, TRAIN_CONTENDERS, BenchConfig
-from .formatting import ci_note, console_table, format_ms, round_significant, within_noise
+from .formatting import ci_note, console_table, format_ms, round_significant, target_verdict, within_noise
 from .machine import CpuMeter, busy_note
 from .profiling import eager_profile_diff, profile_note
 
@@ -122,4 +122,5 @@ def training_targets(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         rows.append({"target": "training: ours / torchvision images/s >= 1", "setting": r["setting"], "batch": r["batch"],
                      "device": r["device"], "value": value, "threshold": limit, "met": met,
                      "within_noise": within_noise(r["paired_ratio_ci95"], limit), "note": note})  # fmt: skip
+        rows[-1]["verdict"] = target_verdict(rows[-1])
     return round_significant(rows)

@@ -31,6 +31,7 @@ them: ``pip install -e ".[export]"``.
 
 One job per module: ``wrapper`` (the raw-pixel model), ``pte`` / ``ptl`` / ``onnx_export`` (the
 converters; ``delegation`` checks the XNNPACK lowering), ``runners`` (running the files),
+``threadpool`` (ExecuTorch's threadpool, started without its informational log lines),
 ``manifest`` (model.json), ``parity`` (parity.json / parity.md), ``readers`` (those files read back
 for notebooks/06_export.ipynb), ``android`` (the app's assets), ``run`` (:func:`export_run`, the
 whole export), ``cli`` (the command line), ``formats`` and ``deps`` (the optional imports and the
@@ -57,6 +58,7 @@ from .pte import (
 )  # fmt: skip
 from .run import export_run
 from .runners import OnnxRunner, PteRunner, PtlRunner, load_runner
+from .threadpool import EXECUTORCH_INFO_LINES, dropping_stderr_lines, executorch_threads
 from .wrapper import RawPixelModel, check_finite, load_wrapped_run, wrap_for_export
 
 __all__ = [
@@ -97,6 +99,8 @@ __all__ = [
     "save_png",
     "png_to_input",
     "make_android_assets",
+    "executorch_threads",
+    "dropping_stderr_lines",
     "main",
     # Constants, as the single-module mnv3.export had them.
     "INSTALL_HINT",
@@ -112,4 +116,5 @@ __all__ = [
     "MANIFEST_FORMAT",
     "MANIFEST_KEYS",
     "MANIFEST_VERSION",
+    "EXECUTORCH_INFO_LINES",
 ]

@@ -2,6 +2,7 @@
 test accuracy, size, optional latency)."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -12,11 +13,11 @@ from ..data import DatasetInfo
 from ..imagefolder import load_run_split
 from ..files import write_json_atomic, write_text_atomic
 from ..timing import percentile, time_calls
-from .deps import quiet_imports
 from .formats import FILE_NAMES
 from .manifest import LEGACY_NOTE
 from .pte import INT8_FINDING, INT8_MAX_DROP_POINTS, lower_to_pte
 from .runners import EagerRunner, OnnxRunner, PteRunner, PtlRunner
+from .threadpool import executorch_threads
 from .wrapper import RawPixelModel, resize_images
 
 PROBE_BATCH = 64  # batch for the logit comparison where the format allows any batch (eager, ptl, onnx)
@@ -150,13 +151,8 @@ def write_parity(report: dict[str, Any], out_dir: str | Path) -> None:
 
 def _thread_counts(onnx_threads: int | None = None) -> dict[str, int | None]:
     counts: dict[str, int | None] = {"torch": torch.get_num_threads(), "executorch": None, "onnxruntime": onnx_threads}
-    try:
-        with quiet_imports():
-            from executorch.extension.pybindings import portable_lib
-
-        counts["executorch"] = int(portable_lib._threadpool_get_thread_count())
-    except Exception:
-        pass
+    with contextlib.suppress(Exception):
+        counts["executorch"] = executorch_threads()
     return counts
 
 
@@ -201,6 +197,8 @@ def parity_report(
     reference = _predict(eager, probe, PROBE_BATCH)
     onnx_threads = None
     rows = []
+    if not latency_runs:  # said once here, rather than a latency column of dashes in every row
+        say("  latency: not timed (make bench times these programs; --latency-runs N times them here)")
 
     def row(name: str, runner: Callable, eval_runner: Callable, eval_batch: int, evaluated_with: str, path: Path | None):
         # The .pte files take batch 1 only (static shape), so they are compared exactly as the app runs them.
@@ -214,8 +212,9 @@ def parity_report(
         result["test_accuracy"] = _accuracy_of(test_logits, labels)
         result["test_nonfinite_outputs"] = int((~torch.isfinite(test_logits).all(1)).sum())
         result["evaluated_with"] = evaluated_with
+        timed = f"  {result['latency_ms_median']:.3f} ms" if result["latency_ms_median"] is not None else ""
         say(f"  {name:9s} max|dlogit| {_fmt(result['max_abs_logit_diff'], '.2e')}  top-1 agree {result['top1_agreement']:.4f}  "
-            f"test acc {result['test_accuracy']:.4f}  {_fmt(result['latency_ms_median'], '.3f')} ms")  # fmt: skip
+            f"test acc {result['test_accuracy']:.4f}{timed}")  # fmt: skip
         rows.append(result)
 
     row("eager", eager, eager, 500, "eager PyTorch, batch 500", None)

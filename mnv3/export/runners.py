@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .deps import ExportError, import_executorch, import_onnx
+from .threadpool import executorch_threads
 
 
 class PteRunner:
@@ -20,6 +21,7 @@ class PteRunner:
 
     def __init__(self, program: str | Path | bytes) -> None:
         et = import_executorch()
+        executorch_threads()  # started here, once, so that its informational log lines are dropped
         data = str(program) if isinstance(program, Path) else program
         try:
             self.method = et.Runtime.get().load_program(data).load_method("forward")

@@ -4,6 +4,7 @@
     python -m mnv3.reports run --profile full               # reads the committed reports/full/runs
     python -m mnv3.reports run --only 05_evaluate -p max_samples=500
     python -m mnv3.reports list                             # the notebooks and their parameters
+    python -m mnv3.reports execute 05_evaluate /tmp/05.ipynb -p experiment=mnist_small   # one notebook, as papermill
 
 A run writes ``reports/<profile>/``:
 
@@ -44,9 +45,9 @@ from .cli import main
 from .index import profile_note, render_index, write_index
 from .pages import (EXPORT_HINT, NOTEBOOK_DIR, NOTEBOOKS, RUN_REQUIREMENT, Notebook,
                     Requirement, notebook_by_name)
-from .runner import ReportContext, ReportResult, default_runs_dir, execute_report, make_context
+from .runner import ReportContext, ReportResult, default_runs_dir, execute_notebook, execute_report, make_context
 from .cli import run_reports
 
 __all__ = ["NOTEBOOK_DIR", "Requirement", "RUN_REQUIREMENT", "EXPORT_HINT", "Notebook",
-           "NOTEBOOKS", "notebook_by_name", "ReportContext", "ReportResult", "default_runs_dir", "make_context", "execute_report",
+           "NOTEBOOKS", "notebook_by_name", "ReportContext", "ReportResult", "default_runs_dir", "make_context", "execute_report", "execute_notebook",
            "run_reports", "write_index", "render_index", "profile_note", "main"]  # fmt: skip

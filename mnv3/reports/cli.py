@@ -12,7 +12,7 @@ from ..files import os_error_line
 from . import pages
 from .index import write_index
 from .pages import Notebook, notebook_by_name
-from .runner import ReportResult, execute_report, kernel_environment, make_context
+from .runner import ReportResult, execute_notebook, execute_report, kernel_environment, make_context
 
 __all__ = ["run_reports", "main"]
 
@@ -82,6 +82,18 @@ def _parser() -> argparse.ArgumentParser:
     index.add_argument("--runs-dir", default=None, help="run folders (default runs/quick, or reports/full/runs for full)")
     index.add_argument("--out", default=None, help="the reports folder whose index.html is rewritten (default reports/<profile>)")
     sub.add_parser("list", help="list the notebooks and their parameters")
+    execute = sub.add_parser(
+        "execute", help="execute one notebook into a file of your choice, as papermill does, without the kernel's TCP warning",
+        description="Execute one notebook with papermill, as `papermill NOTEBOOK OUT -p NAME VALUE` does, with the report "
+                    "runner's kernel: this checkout's mnv3, headless (it never trains), and without the kernel's 'running over "
+                    "TCP without encryption' warning, which papermill's own command line cannot pass the kernel the setting "
+                    "to silence. Nothing else is written: no HTML page, no index.",
+        epilog="example: python -m mnv3.reports execute 05_evaluate /tmp/05.ipynb -p experiment=cifar10_small_s2",
+    )  # fmt: skip
+    execute.add_argument("notebook", help="a notebook's name (python -m mnv3.reports list) or the path of an .ipynb")
+    execute.add_argument("out", help="the executed notebook, outputs included (an .ipynb path)")
+    execute.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                         help="a parameter the notebook declares (VALUE is JSON, else a string), e.g. -p experiment=mnist_small")  # fmt: skip
     return parser
 
 
@@ -107,6 +119,8 @@ def _run(args: argparse.Namespace) -> int:
             for name, p in params.items():
                 print(f"    {name} = {p['default']}")
         return 0
+    if args.command == "execute":
+        return _execute(args)
     if args.command == "index":
         try:
             ctx = make_context(args.profile, runs_dir=args.runs_dir, reports_dir=args.out)
@@ -115,13 +129,9 @@ def _run(args: argparse.Namespace) -> int:
             return 2
         print(write_index(ctx))
         return 0
-    overrides = {}
-    for item in args.param:
-        name, sep, value = item.partition("=")
-        if not sep:
-            print(f"python -m mnv3.reports: error: --param expects NAME=VALUE, got {item!r}", file=sys.stderr)
-            return 2
-        overrides[name] = _parse_value(value)
+    overrides = _parameters(args.param)
+    if overrides is None:
+        return 2
     try:
         results = run_reports(
             args.profile,
@@ -143,4 +153,32 @@ def _run(args: argparse.Namespace) -> int:
         for r in failed:
             print(f"error: {r.message}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _parameters(items: Sequence[str]) -> dict[str, Any] | None:
+    """``-p NAME=VALUE`` options as a dict; None (after one line on stderr) when one has no ``=``."""
+    parameters = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            print(f"python -m mnv3.reports: error: --param expects NAME=VALUE, got {item!r}", file=sys.stderr)
+            return None
+        parameters[name] = _parse_value(value)
+    return parameters
+
+
+def _execute(args: argparse.Namespace) -> int:
+    parameters = _parameters(args.param)
+    if parameters is None:
+        return 2
+    try:
+        out = execute_notebook(args.notebook, args.out, parameters)
+    except ValueError as err:
+        print(f"python -m mnv3.reports: error: {err}", file=sys.stderr)
+        return 2
+    except RuntimeError as err:  # a cell failed
+        print(f"python -m mnv3.reports: error: {err}", file=sys.stderr)
+        return 1
+    print(out)
     return 0

@@ -17,9 +17,14 @@ from ..records import RECORDS, RecordError, read_record
 from ..runs import record_problem, run_state, train_hint
 from .pages import RUN_REQUIREMENT, Notebook
 
-__all__ = ["ReportContext", "ReportResult", "execute_report", "default_runs_dir", "make_context", "kernel_environment"]
+__all__ = ["ReportContext", "ReportResult", "execute_report", "execute_notebook", "default_runs_dir", "make_context",
+           "kernel_environment", "KERNEL_ARGUMENTS"]  # fmt: skip
 
 KERNEL_NAME = "python3"
+# The kernel warns on every start that it talks over TCP without encryption: it listens on
+# 127.0.0.1 for the one notebook it runs, and nothing can be done about it. papermill's own
+# command line cannot pass kernel arguments, hence `python -m mnv3.reports execute`.
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 
 @dataclass
 class ReportContext:
@@ -217,9 +222,7 @@ def execute_report(
             cwd=str(nb.path.parent),
             progress_bar=False,
             log_output=False,
-            # The kernel warns on every start that it talks over TCP without encryption: it
-            # listens on 127.0.0.1 for the one notebook it runs, and nothing can be done about it.
-            extra_arguments=["--IPKernelApp.log_level=ERROR"],
+            extra_arguments=KERNEL_ARGUMENTS,
         )
         _relative_papermill_paths(out_ipynb)
     except Exception as err:  # PapermillExecutionError, or the kernel dying
@@ -241,6 +244,42 @@ def execute_report(
     seconds = time.perf_counter() - start
     log(f"[reports] {name}: {out_html} ({seconds:.1f} s)")
     return ReportResult(nb, experiment, out_html, "ok", "", seconds, out_ipynb)
+
+
+def execute_notebook(notebook: str | Path, out: str | Path, parameters: Mapping[str, Any] | None = None) -> Path:
+    """Execute one notebook as papermill's command line does, with the report runner's kernel
+    (this checkout's mnv3, headless, no TCP warning): ``notebook`` is a name from
+    :data:`mnv3.reports.pages.NOTEBOOKS` (``05_evaluate``) or a path to an ``.ipynb``; the executed
+    copy goes to ``out``, the notebook runs from its own folder. Returns ``out``.
+
+    Raises ValueError for an unknown notebook or a parameter the notebook does not declare (naming
+    the ones it does), and RuntimeError naming the cell, the error and ``out`` when a cell fails.
+    """
+    import papermill
+
+    from .pages import notebook_by_name
+
+    path = Path(notebook)
+    if path.suffix != ".ipynb":
+        path = notebook_by_name(str(notebook)).path
+    if not path.is_file():
+        raise ValueError(f"{notebook}: no such notebook; give a name from `python -m mnv3.reports list` or an .ipynb file.")
+    declared = _declared_parameters(path)
+    unknown = sorted(set(parameters or {}) - declared)
+    if unknown:
+        raise ValueError(f"{shown_path(path)} declares no parameter {', '.join(unknown)}; it declares: {', '.join(sorted(declared))}.")
+    params = dict(parameters or {})
+    if "launch_training" in declared:  # headless runs never train
+        params["launch_training"] = False
+    kernel_environment()
+    try:
+        papermill.execute_notebook(str(path), str(out), parameters=params, kernel_name=KERNEL_NAME, cwd=str(path.parent),
+                                   progress_bar=True, log_output=False, extra_arguments=KERNEL_ARGUMENTS)  # fmt: skip
+    except papermill.PapermillExecutionError as err:
+        what = f"{err.ename}: {err.evalue.strip()}".splitlines()[0]
+        raise RuntimeError(f"{shown_path(path)} failed in {_failed_cell(err, Path(out))}: {what}; "
+                           f"the executed notebook with the traceback is {out}") from None  # fmt: skip
+    return Path(out)
 
 
 def _guard_output(profile: str, reports_dir: Path) -> None:
