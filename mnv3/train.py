@@ -28,7 +28,9 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+# The console bar, not tqdm.auto's: training runs in a terminal or a log, never a notebook, and
+# tqdm.auto imported in a notebook kernel without ipywidgets warns (notebook 08 imports this module).
+from tqdm import tqdm
 
 from .augment import prepare_batch
 from .checkpoint import CheckpointError, best_epoch_of, check_resume, evaluation_weights, load_checkpoint, repair_checkpoints, save_checkpoint
