@@ -123,7 +123,7 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
                                   "on the first --val-images validation images (never the test set); the best accuracy change per\n"
                                   "millisecond wins and its latency is measured. Writes DIR/search.jsonl (every proposal),\n"
                                   "DIR/steps/ (each step's weights), DIR/latency/ (timings, programs) and, at the target,\n"
-                                  "DIR/searched.json. About 3-5 min a step on our 2-core CPU at the defaults."))  # fmt: skip
+                                  "DIR/searched.json. Steps took 66-110 s each on our 2-core CPU at the defaults (one thread)."))  # fmt: skip
     run.add_argument("run_dir", metavar="RUN_DIR", help="a finished run at width 1.0 (config.json and best.pt or final.safetensors)")
     run.add_argument("--out", required=True, metavar="DIR", help="the search's folder (resumed when it holds a search.jsonl)")
     run.add_argument("--target", type=parse_target, default=(None, 0.75), metavar="T",
