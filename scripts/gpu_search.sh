@@ -4,12 +4,16 @@
 # the search's proxy fine-tuning and every latency run on the CPU (the paper's protocol: latency is
 # the CPU's). Packs reports/search/ as make search publishes it into $OUT/search.tar, with the log
 # $OUT/search.log, after each stage, so a command stopped at its time limit still brings back what
-# finished. Not run on a GPU yet.
+# finished. Not run on a GPU yet; ran end to end on the 2-core CPU with the tiny settings below.
 #
 #   bash scripts/gpu_search.sh            # OUT=gpu-out by default; the mirror in .mirror/ (make gpu-mirror)
 #
 # Environment: PYTHON (python3), OUT, MNV3_DATA_MIRROR (.mirror), SEARCH_ARGS (--target 75%),
-# COMPARE_ARGS (--seeds 0,1), DEVICE (cuda: refuse to start without it), SEED_ARGS (extra train flags).
+# COMPARE_ARGS (--seeds 0,1), LATENCY_ARGS (none), DEVICE (cuda: refuse to start without it), SEED_ARGS
+# (extra train flags). On a CPU at tiny settings: DEVICE=cpu SEED_ARGS="--dataset synthetic --arch
+# tests/data/tiny_spec.json --epochs 1 --max-train-samples 256 --batch-size 64 --threads 1" LATENCY_ARGS="--fit 4
+# --held-out 2 --budget 1 --cuts 0.5" SEARCH_ARGS="--target 85% --delta 8% --finetune-steps 2 --bn-batches 2
+# --batch-size 32 --val-images 64 --fit-specs 3" COMPARE_ARGS="--seeds 0,1 --epochs 1 --grid 0.25,0.5,0.75,1".
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -42,7 +46,8 @@ if [ ! -e "$SEED/test.json" ]; then
     --device "$DEVICE" ${SEED_ARGS:-} $resume 2>&1 | tee -a "$LOG" || { say "the seed failed"; exit 1; }
 fi
 say "latency model (CPU)"
-$PYTHON -m mnv3.search latency "$SEED" --out "$NETADAPT" 2>&1 | tee -a "$LOG" || { say "latency failed"; exit 1; }
+# shellcheck disable=SC2086
+$PYTHON -m mnv3.search latency "$SEED" --out "$NETADAPT" ${LATENCY_ARGS:-} 2>&1 | tee -a "$LOG" || { say "latency failed"; exit 1; }
 pack "the latency model"
 say "search (CPU)"
 # shellcheck disable=SC2086
