@@ -19,8 +19,8 @@ from mnv3.search.surgery import MIN_CHANNELS, CHANNEL_STEP, apply_proposal, inhe
 from mnv3.spec import SpecError, load_spec
 from mnv3.summary import summarize, totals
 
-REPO = Path(__file__).resolve().parents[1]
 TINY_SPEC = Path(__file__).parent / "data" / "tiny_spec.json"
+REPO = Path(__file__).resolve().parents[1]
 CIFAR = dataset_info("cifar10")
 SETTING = lat.Setting(32, 3, 10, 2, CIFAR.mean, CIFAR.std, 1)
 
@@ -280,9 +280,9 @@ def test_publish_replaces_the_copy_whole_and_keeps_it_when_it_fails(tiny_seed, t
     assert (dest / "searched.json").read_bytes() == TINY_SPEC.read_bytes()
     assert (dest / "seed" / "tiny" / "final.safetensors").is_file() and (dest / "seed" / "tiny" / "test.json").is_file()
     assert not (dest / "comparison.json").exists()
-    (dest / "stray.txt").write_text("from another search")
+    (dest / "comparison.json").write_text("{}")  # left by an earlier search that got that far
     publish_search(search_dir, tiny_seed, dest)
-    assert not (dest / "stray.txt").exists()  # replaced whole
+    assert not (dest / "comparison.json").exists()  # replaced whole: never two searches mixed
     before = sorted(p.relative_to(dest) for p in dest.rglob("*"))
     unfinished = tmp_path / "unfinished"
     shutil.copytree(tiny_seed, unfinished)
@@ -291,3 +291,56 @@ def test_publish_replaces_the_copy_whole_and_keeps_it_when_it_fails(tiny_seed, t
         publish_search(search_dir, unfinished, dest)
     assert sorted(p.relative_to(dest) for p in dest.rglob("*")) == before
     assert [p.name for p in dest.parent.iterdir()] == ["search"]  # no staging folder left
+
+
+def _fake_search(tmp_path: Path, seed_run: str) -> Path:
+    search_dir = tmp_path / "search"
+    (search_dir / "latency").mkdir(parents=True)
+    (search_dir / "search.jsonl").write_text(json.dumps({"type": "start", "run_dir": seed_run}) + "\n")
+    return search_dir
+
+
+COMMITTED = REPO / "reports" / "search"
+COMMITTED_SEED = COMMITTED / "seed" / "cifar10_small_s1-cpu15"
+
+
+def test_publish_never_deletes_what_is_not_a_published_search(tmp_path, capsys):
+    search_dir = _fake_search(tmp_path, "runs/search/full/cifar10_small_s1-cpu15")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "important.txt").write_text("precious")
+    assert search.main(["publish", str(search_dir), "--seed-run", str(COMMITTED_SEED), "--to", str(mine)]) == 2
+    err = capsys.readouterr().err
+    assert "important.txt" in err and "not a published search" in err and len(err.strip().splitlines()) == 1
+    assert (mine / "important.txt").read_text() == "precious" and [p.name for p in mine.iterdir()] == ["important.txt"]
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine too")
+    assert search.main(["publish", str(search_dir), "--seed-run", str(COMMITTED_SEED), "--to", str(a_file)]) == 2
+    assert "is a file" in capsys.readouterr().err and a_file.read_text() == "mine too"
+
+
+def test_publish_refuses_another_seed_run_and_a_published_copy_as_source(tmp_path, capsys):
+    search_dir = _fake_search(tmp_path, "runs/search/full/another-seed")
+    dest = tmp_path / "dest"
+    assert search.main(["publish", str(search_dir), "--seed-run", str(COMMITTED_SEED), "--to", str(dest)]) == 2
+    assert "not the run this search started from" in capsys.readouterr().err and not dest.exists()
+    # The committed copy lacks latency/ and runs/<profile>/: publishing it would drop both.
+    assert search.main(["publish", str(COMMITTED), "--seed-run", str(COMMITTED_SEED), "--to", str(dest)]) == 2
+    assert "published copy" in capsys.readouterr().err and not dest.exists()
+    assert search.main(["publish", str(COMMITTED), "--seed-run", str(COMMITTED_SEED), "--to", str(COMMITTED)]) == 2
+    assert (COMMITTED / "latency.json").is_file() and (COMMITTED / "runs").is_dir()  # untouched
+
+
+def test_search_refuses_an_unfinished_seed_and_an_out_that_is_a_file(tmp_path, capsys):
+    import shutil
+
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(COMMITTED_SEED, unfinished)
+    (unfinished / "test.json").unlink()
+    assert search.main([str(unfinished), "--out", str(tmp_path / "s")]) == 2
+    assert "unfinished (no test.json)" in capsys.readouterr().err and not (tmp_path / "s").exists()
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    assert search.main([str(COMMITTED_SEED), "--out", str(a_file), "--data-root", str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and str(a_file) in err and "Traceback" not in err

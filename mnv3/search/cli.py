@@ -12,6 +12,7 @@ from typing import Sequence
 
 from ..checkpoint import CheckpointError
 from ..data import DataUnavailableError
+from ..files import os_error_line
 from ..spec import SpecError
 from .compare import WIDTH_GRID
 
@@ -99,15 +100,17 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
         description=(
             "NetAdapt (Yang et al. 2018) over a trained run's spec, as MobileNetV3's section 4.2 uses it: narrow one\n"
             "layer at a time, by the latency measured on ExecuTorch (fp32, XNNPACK, batch 1, 1 thread, this CPU),\n"
-            "until a target latency, and write the spec found. `make search` runs the three commands in order."
+            "until a target latency, and write the spec found. `make search` trains the seed, then runs\n"
+            "latency, run, compare and publish in that order."
         ),
         epilog=(
             "examples:\n"
             "  python -m mnv3.search latency runs/search/full/cifar10_small_s1-cpu15 --out runs/search/netadapt\n"
             "  python -m mnv3.search runs/search/full/cifar10_small_s1-cpu15 --out runs/search/netadapt --target 75%\n"
             "  python -m mnv3.train --experiment cifar10_small_s1 --arch runs/search/netadapt/searched.json\n"
-            "  python -m mnv3.search compare runs/search/netadapt --seed-run runs/search/full/cifar10_small_s1-cpu15\n\n"
-            "Each command explains its options: python -m mnv3.search run --help (latency --help, compare --help).\n"
+            "  python -m mnv3.search compare runs/search/netadapt --seed-run runs/search/full/cifar10_small_s1-cpu15\n"
+            "  python -m mnv3.search publish runs/search/netadapt --seed-run runs/search/full/cifar10_small_s1-cpu15 --to reports/search\n\n"
+            "Each command explains its options: python -m mnv3.search run --help (latency --help, compare --help, publish --help).\n"
             "exit status: 0 done, 2 a run folder, target or file it cannot use (one line says why), 130 interrupted\n"
             "(run it again: it resumes from DIR/search.jsonl)."
         ),
@@ -161,7 +164,7 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
                               description=(
                                   "Time the searched spec beside the seed's spec at --grid widths (one interleaved run), take the two\n"
                                   "widths that bracket it, train all three from scratch with the seed run's recipe (--epochs, --seeds),\n"
-                                  "and write DIR/comparison.json: the accuracy gap to the width frontier at equal latency with a 95%%\n"
+                                  "and write DIR/comparison.json: the accuracy gap to the width frontier at equal latency with a 95%\n"
                                   "interval, and the frontier's latency at equal accuracy. Runs go to DIR/runs/ and are resumed."))  # fmt: skip
     cmp.add_argument("search_dir", metavar="DIR", help="the search's folder (holding searched.json)")
     cmp.add_argument("--seed-run", required=True, metavar="RUN_DIR", help="the seed run (its recipe is reused)")
@@ -233,6 +236,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except (SearchError, CheckpointError, SpecError, DataUnavailableError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a path the user gave: a file where a folder belongs, no permission, ...
+        print(f"error: {os_error_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted; run the same command again to resume", file=sys.stderr)

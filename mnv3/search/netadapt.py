@@ -135,6 +135,9 @@ def run_search(run_dir: str | Path, out_dir: str | Path, cfg: SearchConfig, *, d
     from tqdm.auto import tqdm
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
+    if (run_dir / "config.json").is_file() and not (run_dir / "test.json").is_file():
+        raise SearchError(f"{run_dir} is unfinished (no test.json): the search starts from a finished run's best weights. "
+                          "Finish it first (python -m mnv3.train ... --resume), or search another run")
     torch.set_num_threads(cfg.threads)
     seed_model, config = load_run(run_dir)
     if seed_model.config["width_mult"] != 1.0:
