@@ -56,6 +56,15 @@ def owned_files(out_dir: str | Path) -> set[str]:
     return owned & set(EXPORT_NAMES)
 
 
+def _listed_run(out_dir: Path) -> str | None:
+    """The ``run`` that ``.mnv3-export.json`` names (relative to ``out_dir``), None without one."""
+    try:
+        run = json.loads((out_dir / OWNED_LIST).read_text(encoding="utf-8")).get("run")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return run if isinstance(run, str) and run else None
+
+
 def exported_run(out_dir: str | Path) -> Path | None:
     """The run folder (resolved) whose export ``out_dir`` holds, or None when it holds none.
 
@@ -64,12 +73,9 @@ def exported_run(out_dir: str | Path) -> Path | None:
     the working folder). A damaged list or model.json names no run.
     """
     out_dir = Path(out_dir)
-    try:
-        run = json.loads((out_dir / OWNED_LIST).read_text(encoding="utf-8")).get("run")
-        if isinstance(run, str) and run:
-            return (out_dir / run).resolve()
-    except (OSError, ValueError, AttributeError):
-        pass
+    listed = _listed_run(out_dir)
+    if listed is not None:
+        return (out_dir / listed).resolve()
     try:
         run = read_record(out_dir / MANIFEST, kind="manifest").get("source_run", {}).get("run_dir")
     except (RecordError, OSError, AttributeError):
@@ -78,13 +84,9 @@ def exported_run(out_dir: str | Path) -> Path | None:
 
 
 def _write_owned(out_dir: Path, names: Iterable[str], run: str | None = None) -> None:
-    if run is None:  # keep the run the list names
-        try:
-            run = json.loads((out_dir / OWNED_LIST).read_text(encoding="utf-8")).get("run")
-        except (OSError, ValueError, AttributeError):
-            run = None
+    run = run if run is not None else _listed_run(out_dir)  # keep the run the list names
     record = {"format": OWNED_FORMAT, "files": sorted(set(names) & set(EXPORT_NAMES))}
-    write_json_atomic(out_dir / OWNED_LIST, record if not isinstance(run, str) else {**record, "run": run})
+    write_json_atomic(out_dir / OWNED_LIST, record if run is None else {**record, "run": run})
 
 
 def prepare_export_folder(out_dir: str | Path, writes: Iterable[str], *, say: Callable[[str], None],
