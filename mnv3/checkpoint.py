@@ -196,6 +196,22 @@ def model_with_weights(model_config: dict[str, Any], state_dict: dict[str, torch
     return model
 
 
+def _no_weights_hint(run_dir: Path, which: str) -> str:
+    """Why a run folder has no ``which`` weights, and what to do, for load_run's error."""
+    state = run_state(run_dir)
+    if not state["epochs_done"]:
+        return "The run may have been interrupted before its first epoch ended; resume it with --resume or retrain."
+    if which == "final" and any((run_dir / name).is_file() for name in _WEIGHT_FILES["best"] + _WEIGHT_FILES["last"]):
+        # A training folder: final weights exist only in a published copy, and only of a finished run.
+        if state["status"] != "ok":
+            return f"The run is {state['label']}: only a finished run has final weights; use --which best or last."
+        return (f"The run is {state['label']} but not published: final weights are written by "
+                f"`python -m mnv3.publish {run_dir} DEST` (then use DEST), or use --which best or last.")
+    if which == "last" and weights_file(run_dir, "final") is not None:
+        return "A published run keeps only its final weights; use --which best or final."
+    return f"The run is {state['label']}; a published copy of a stopped run carries no weights (publish --unfinished)."
+
+
 def load_run(run_dir: str | Path, which: str = "best", map_location: str | torch.device = "cpu") -> tuple[MobileNetV3, dict[str, Any]]:
     """The trained model of a run folder, in eval mode (fp32), and the run's ``config.json``.
 
@@ -212,10 +228,7 @@ def load_run(run_dir: str | Path, which: str = "best", map_location: str | torch
     config = load_record(run_dir)
     path = weights_file(run_dir, which)
     if path is None:
-        state = run_state(run_dir)
-        why = ("The run may have been interrupted before its first epoch ended; resume it with --resume or retrain."
-               if not state["epochs_done"] else
-               f"The run is {state['label']}; a published copy of a stopped run carries no weights (publish --unfinished).")
+        why = _no_weights_hint(run_dir, which)
         raise CheckpointError(
             f"{run_dir}: no weights ({', '.join(_WEIGHT_FILES[which])} missing). {why}"
         )

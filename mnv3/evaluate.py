@@ -35,6 +35,7 @@ __all__ = [
     "misclassified",
     "standout_pairs",
     "flip_tta_on_validation",
+    "report_paths",
     "main",
 ]
 
@@ -79,8 +80,11 @@ def evaluate_run(
     The dataset is the run's (:func:`mnv3.imagefolder.run_dataset_info`, :func:`~mnv3.imagefolder.load_run_split`):
     a built-in one under ``root``, or an image folder's cache. ``channels_last`` runs the model in
     that memory format (as training does): about twice as fast on CPUs for these networks, with
-    the same predictions up to float rounding.
+    the same predictions up to float rounding. ``max_samples`` keeps the first N images (None: all);
+    ValueError when it is below 1.
     """
+    if max_samples is not None and max_samples < 1:
+        raise ValueError(f"max_samples must be a positive number of images, got {max_samples} (None for all)")
     model, config = load_run(run_dir, which=which)
     info = run_dataset_info(config)
     images, labels = load_run_split(config, split, root=root, mirror=mirror)
@@ -373,10 +377,31 @@ def _flip_tta_main(argv: list[str]) -> int:
 # ----------------------------------------------------------------------------- command line
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of images, got {text!r} (leave the option out for all)")
+    return value
+
+
+def report_paths(out: Path, split: str) -> tuple[Path, Path]:
+    """The classification report files ``(txt, json)`` for ``split`` in folder ``out``.
+
+    The test split's are ``classification_report.{txt,json}`` (what the notebooks and reports read);
+    another split's carry its name, ``classification_report_<split>.{txt,json}``, so evaluating a
+    run on its training split never overwrites its test report.
+    """
+    stem = "classification_report" if split == "test" else f"classification_report_{split}"
+    return out / f"{stem}.txt", out / f"{stem}.json"
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m mnv3.evaluate RUN_DIR``: print a run's metrics on its test split and write its
     classification report (``RUN_DIR/classification_report.txt`` as scikit-learn prints it, and
-    ``.json`` with the metrics); ``python -m mnv3.evaluate flip-tta RUN_DIR``: see
+    ``.json`` with the metrics; :func:`report_paths` names them for another split); ``python -m mnv3.evaluate flip-tta RUN_DIR``: see
     :func:`flip_tta_on_validation`. Returns the exit status (2 for an unusable run or dataset)."""
     import json
 
@@ -400,23 +425,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="test", help="test (default), train, or val (image folders)")
     parser.add_argument("--data-root", default=None, metavar="DIR", help="dataset root and cache (default: the run's)")
     parser.add_argument("--data-mirror", default=None, metavar="DIR", help="offline dataset mirror (default: $MNV3_DATA_MIRROR)")
-    parser.add_argument("--max-samples", type=int, default=0, metavar="N", help="only the first N images (default 0: all)")
-    parser.add_argument("--out", default=None, metavar="DIR", help="where classification_report.{txt,json} go (default RUN_DIR)")
+    parser.add_argument("--max-samples", type=_positive_int, default=None, metavar="N", help="only the first N images (default: all)")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="folder for the report (default RUN_DIR): classification_report.{txt,json} for the test split, "
+                             "classification_report_<split>.{txt,json} for another split, so the test report is kept")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
     args = parser.parse_args(argv)
+    out = Path(args.out or args.run_dir)
+    if out.exists() and not out.is_dir():
+        print(f"error: --out {out} is a file, not a folder; give a folder for the classification report (it is made if missing)",
+              file=sys.stderr)  # fmt: skip
+        return 2
     try:
         result = evaluate_run(args.run_dir, split=args.split, which=args.which, root=args.data_root, mirror=args.data_mirror,
-                              max_samples=args.max_samples or None, channels_last=True)  # fmt: skip
+                              max_samples=args.max_samples, channels_last=True)  # fmt: skip
     except (CheckpointError, DataUnavailableError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     names = list(result["info"].classes)
     metrics = classification_metrics(result["labels"], result["predictions"], names)
     table = classification_report_table(classification_report_frame(result["labels"], result["predictions"], names)).to_string()
-    out = Path(args.out or args.run_dir)
     record = {"run": str(args.run_dir), "which": args.which, "split": args.split, "dataset": result["info"].name, "classes": names, **metrics}
-    write_text_atomic(out / "classification_report.txt", table + "\n")
-    write_json_atomic(out / "classification_report.json", record)
+    txt_path, json_path = report_paths(out, args.split)
+    write_text_atomic(txt_path, table + "\n")
+    write_json_atomic(json_path, record)
     if args.json:
         print(json.dumps(record, indent=2))
         return 0
@@ -426,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
         m = metrics[average]
         print(f"  {average:8s} precision {m['precision']:.4f}  recall {m['recall']:.4f}  F1 {m['f1']:.4f}")
     print(table)
-    print(f"-> {out / 'classification_report.txt'}, {out / 'classification_report.json'}")
+    print(f"-> {txt_path}, {json_path}")
     return 0
 
 

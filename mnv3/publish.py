@@ -74,13 +74,12 @@ def _check_destination(run_dir: Path, dest: Path, replace: bool) -> None:
     if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
         raise PublishError(f"{dest}: a file or link stands there, where the published run's folder would go; move it or choose another DEST.")
     if dest.is_dir() and any(dest.iterdir()):
+        if not (dest / "config.json").exists():  # --replace deletes only a run folder: do not suggest it
+            raise PublishError(f"{dest} holds files but no config.json: it is not a run folder, so publish will not replace it "
+                               "(not even with --replace); move it or choose another DEST.")
         if not replace:
-            held = "a run" if (dest / "config.json").exists() else "files that are not a run"
-            raise PublishError(f"{dest} already holds {held}; pass --replace to replace that folder whole "
+            raise PublishError(f"{dest} already holds a run; pass --replace to replace that folder whole "
                                "(nothing of it is kept), or choose another DEST.")
-        if not (dest / "config.json").exists():
-            raise PublishError(f"{dest} holds files but no config.json: it is not a run folder, so --replace will not delete it; "
-                               "move it or choose another DEST.")
 
 
 def publish_run(run_dir: str | Path, dest: str | Path, dtype: torch.dtype = torch.bfloat16, *, unfinished: bool = False,

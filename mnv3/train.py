@@ -272,7 +272,10 @@ def train(args: argparse.Namespace, exp: Experiment, return_model: bool = False)
         model_config = model.config
         steps_per_epoch = len(train_x) // world_size // local_batch
         if steps_per_epoch == 0:
-            raise ValueError(f"the training split ({len(train_x)} images) is smaller than one batch ({exp.batch_size}).")
+            fit = len(train_x) // world_size * world_size  # a batch splits evenly over the processes
+            raise ValueError(f"the training split ({len(train_x)} images) is smaller than one batch ({exp.batch_size}); pass "
+                             f"--batch-size N with N <= {fit}{f' (a multiple of the {world_size} processes)' if world_size > 1 else ''}"
+                             f"{' or a larger --max-train-samples' if exp.max_train_samples else ''}.")  # fmt: skip
         trainer = make_trainer(model, exp, info, device, image_size=image_size, steps_per_epoch=steps_per_epoch, seed=args.seed,
                                rank=rank, world_size=world_size, distributed=distributed)  # fmt: skip
         model, optimizer, scheduler, scaler, ema, autocast = (trainer.model, trainer.optimizer, trainer.scheduler, trainer.scaler,

@@ -150,3 +150,22 @@ def test_a_stopped_published_run_says_how_far_it_got_not_that_it_never_started(t
     (run / "metrics.csv").write_text((run / "metrics.csv").read_text().splitlines()[0] + "\n")  # no epoch recorded
     with pytest.raises(CheckpointError, match="interrupted before its first epoch ended"):
         load_run(run)
+
+
+def test_missing_final_or_last_weights_give_the_hint_that_applies(trained_run, tmp_path, capsys):
+    # The probe: --which final on a finished, unpublished run said "a published copy of a stopped run
+    # carries no weights (publish --unfinished)", which does not apply to it.
+    from mnv3.evaluate import main as evaluate_main
+
+    assert evaluate_main([str(trained_run), "--which", "final", "--max-samples", "4", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert f"python -m mnv3.publish {trained_run} DEST" in err and "--which best" in err and "--unfinished" not in err, err
+    published = publish_run(trained_run, tmp_path / "published")
+    with pytest.raises(CheckpointError, match="keeps only its final weights; use --which best or final"):
+        load_run(published, which="last")
+    stopped = tmp_path / "stopped"
+    shutil.copytree(trained_run, stopped, ignore=shutil.ignore_patterns("export", "test.json"))
+    with pytest.raises(CheckpointError, match="only a finished run has final weights") as refused:
+        load_run(stopped, which="final")
+    assert "publish" not in str(refused.value)

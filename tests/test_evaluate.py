@@ -154,3 +154,59 @@ def test_evaluate_run_metrics_agree_with_the_run(trained_run, tmp_path):
     cm = confusion(result["labels"], result["predictions"], len(names))
     assert cm.sum() == 200 and np.trace(cm) == round(result["accuracy"] * 200)
     assert len(misclassified(result["labels"], result["predictions"])) == 200 - np.trace(cm)
+
+
+# ----------------------------------------------------------------------------- the command line
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """One tiny mnist_small run on synthetic data (a few seconds), with its data under the same folder."""
+    from mnv3.train import main as train_main
+
+    root = tmp_path_factory.mktemp("eval_cli")
+    threads = torch.get_num_threads()
+    try:
+        train_main(["--experiment", "mnist_small", "--name", "r", "--dataset", "synthetic", "--out", str(root), "--data-root",
+                    str(root / "data"), "--threads", "1", "--epochs", "1", "--max-train-samples", "64", "--batch-size", "32"])  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    return root / "quick" / "r", root / "data"
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "many"])
+def test_max_samples_must_be_positive(small_run, value, capsys):
+    from mnv3.evaluate import main
+
+    run, data = small_run
+    with pytest.raises(SystemExit) as exit_:
+        main([str(run), "--data-root", str(data), "--max-samples", value])
+    assert exit_.value.code == 2
+    assert "--max-samples" in capsys.readouterr().err and not (run / "classification_report.json").exists()
+    with pytest.raises(ValueError, match="max_samples"):
+        evaluate_run(run, root=data, max_samples=-1)
+
+
+def test_another_split_keeps_the_test_report(small_run, capsys):
+    import json
+
+    from mnv3.evaluate import main
+
+    run, data = small_run
+    assert main([str(run), "--data-root", str(data), "--max-samples", "16"]) == 0
+    assert main([str(run), "--data-root", str(data), "--max-samples", "8", "--split", "train"]) == 0
+    assert json.loads((run / "classification_report.json").read_text())["split"] == "test"
+    train = json.loads((run / "classification_report_train.json").read_text())
+    assert train["split"] == "train" and train["samples"] == 8
+    assert (run / "classification_report_train.txt").is_file()
+
+
+def test_out_that_is_a_file_is_one_line(small_run, tmp_path, capsys):
+    from mnv3.evaluate import main
+
+    run, data = small_run
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main([str(run), "--data-root", str(data), "--out", str(afile)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(afile) in err and "folder" in err and afile.read_text() == "x"

@@ -698,3 +698,26 @@ def test_the_console_table_says_not_timed_once(trained_run, tmp_path, latency_ru
         assert not said and all(re.search(r"test acc \d\.\d{4}  \d+\.\d{3} ms$", row) for row in rows)
     else:
         assert len(said) == 1 and all(re.search(r"test acc \d\.\d{4}$", row) for row in rows)
+
+
+def test_export_refuses_a_folder_holding_another_runs_export(trained_run, tmp_path, capsys):
+    # The probe: run B exported with --out RUN_A/export deleted A's parity.json and rewrote model.json to name B.
+    run_a, run_b = copy_run(trained_run, tmp_path / "a"), copy_run(trained_run, tmp_path / "b")
+    args = ["--formats", "ptl", "--skip-parity", "--threads", "1"]
+    assert ex.main([str(run_a), *args]) == 0
+    before = {p.name: p.read_bytes() for p in (run_a / "export").iterdir()}
+    capsys.readouterr()
+    for out in (run_a / "export", tmp_path / "a" / "." / "export"):
+        assert ex.main([str(run_b), *args, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+        assert "holds the export of run" in err and str(run_b) in err and "a" in err.split("holds the export of run")[1], err
+    assert {p.name: p.read_bytes() for p in (run_a / "export").iterdir()} == before
+    # the same run into the same folder, again, and a run into its own default folder whatever it holds
+    shared = tmp_path / "shared"
+    assert ex.main([str(run_a), *args, "--out", str(shared)]) == 0
+    assert ex.main([str(run_a), *args, "--out", str(shared)]) == 0
+    assert ex.main([str(run_b), *args, "--out", str(shared)]) == 2
+    shutil.copytree(run_a / "export", run_b / "export")
+    assert ex.main([str(run_b), *args]) == 0
+    assert json.loads((run_b / "export" / "model.json").read_text())["source_run"]["run_dir"].endswith("b")

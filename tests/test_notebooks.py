@@ -724,3 +724,24 @@ def test_execute_names_a_failing_cell_and_unknown_parameters(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "failed in cell 3" in err and "ValueError: no such run" in err and str(tmp_path / "out.ipynb") in err
     assert err.count("python -m mnv3.reports: error: ") == 1 and "Traceback" not in err  # beside papermill's progress bar
+
+
+def test_execute_refuses_to_overwrite_a_source_notebook_or_write_a_non_notebook(tmp_path, capsys):
+    from mnv3.reports.cli import main as reports_main
+
+    source = _tiny_notebook(tmp_path / "tiny.ipynb", "print(x)")
+    before = source.read_bytes()
+    tracked = REPO / "notebooks" / "05_evaluate.ipynb"
+    tracked_bytes = tracked.read_bytes()
+    cases = [
+        (["execute", str(source), str(tmp_path / "." / "tiny.ipynb")], "the source notebook"),
+        (["execute", "05_evaluate", str(tracked), "-p", "experiment=x"], "the source notebook"),
+        (["execute", str(source), str(REPO / "notebooks" / "scratch.ipynb")], "notebooks/"),
+        (["execute", str(source), str(tmp_path / "out.txt")], "ending in .ipynb"),
+    ]
+    for argv, words in cases:
+        assert reports_main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and words in err and argv[2] in err, err
+    assert source.read_bytes() == before and tracked.read_bytes() == tracked_bytes
+    assert not (REPO / "notebooks" / "scratch.ipynb").exists() and not (tmp_path / "out.txt").exists()

@@ -119,6 +119,19 @@ def test_replace_takes_the_whole_old_run_away(trained_run, tmp_path):
     assert (tmp_path / "notes" / "mine.txt").read_text() == "mine" and (dest / "final.safetensors").is_file()
 
 
+def test_a_folder_that_is_not_a_run_gets_one_consistent_message(trained_run, tmp_path):
+    # The probe: without --replace the message said "pass --replace", with it "--replace will not delete it".
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "mine.txt").write_text("mine")
+    messages = []
+    for replace in (False, True):
+        with pytest.raises(CheckpointError) as refused:
+            publish_run(trained_run, tmp_path / "notes", replace=replace)
+        messages.append(str(refused.value))
+    assert messages[0] == messages[1] and "not a run folder" in messages[0] and "move it or choose another DEST" in messages[0]
+    assert "pass --replace" not in messages[0] and (tmp_path / "notes" / "mine.txt").read_text() == "mine"
+
+
 @pytest.mark.parametrize("name", DAMAGES)
 def test_bad_records_are_refused_before_anything_is_published(trained_run, tmp_path, capsys, name):
     damage, words = DAMAGES[name]

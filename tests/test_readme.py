@@ -97,6 +97,22 @@ def test_the_make_table_has_every_target_make_help_lists():
     assert sorted(rows) == sorted(_make_help_targets())
 
 
+def test_the_android_assets_row_says_what_it_makes_first_and_how_to_do_without(capsys):
+    # The probe: the row did not say that the target trains the two quick runs when missing.
+    from mnv3.export.cli import main as export_main
+
+    table = README.split("\n## Make targets\n", 1)[1].split("\n\n", 1)[0]
+    row = next(line for line in table.splitlines() if line.startswith("| `make android-assets` |"))
+    makefile = (REPO / "Makefile").read_text()
+    prerequisites = re.search(r"^android-assets: (\$\(foreach .*)$", makefile, flags=re.M).group(1)
+    assert "test.json" in prerequisites and re.search(r"^ANDROID_RUNS\b.*mnist_small.*cifar10_small_s1", makefile, flags=re.M)
+    assert "`make setup`" in row and "`mnist_small` and `cifar10_small_s1` runs, trained when their `test.json` is missing" in row
+    command = re.search(r"`(python -m mnv3\.export android-assets --custom RUN_DIR)`", row).group(1)
+    with pytest.raises(SystemExit) as shown:  # the command's options exist
+        export_main(command.split()[3:] + ["--help"])
+    assert shown.value.code == 0 and "--custom RUN" in capsys.readouterr().out
+
+
 def test_the_readme_names_the_export_extra_that_export_help_names():
     from mnv3.export import INSTALL_HINT
 

@@ -202,3 +202,13 @@ def test_short_real_mnist_run_clears_an_accuracy_bar(data_mirror, tmp_path):
     ])
     result = __import__("json").loads((run_dir / "test.json").read_text())
     assert result["test_accuracy"] >= 0.90, result
+
+
+def test_a_split_smaller_than_one_batch_says_which_batch_size_fits(tmp_path, capsys):
+    # The probe: "the training split (30 images) is smaller than one batch (128)." gave no fix.
+    with pytest.raises(SystemExit) as stopped:
+        run(tmp_path, "--max-train-samples", "30", "--batch-size", "128")
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "(30 images) is smaller than one batch (128)" in err and "--batch-size N with N <= 30" in err, err
+    assert "--max-train-samples" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err

@@ -111,7 +111,7 @@ def _export_run(
     if "pte-int8" in formats or not skip_parity:  # images it will need (an image folder's cache, say) fail before any file
         for split in ("train",) * ("pte-int8" in formats) + ("test",) * (not skip_parity):
             load_run_split(config, split, root=root, mirror=mirror)
-    prepare_export_folder(out_dir, [FILE_NAMES[f] for f in formats] + [MANIFEST] + ([] if skip_parity else list(REPORTS)), say=say)
+    prepare_export_folder(out_dir, [FILE_NAMES[f] for f in formats] + [MANIFEST] + ([] if skip_parity else list(REPORTS)), say=say, run_dir=run_dir)
     say(f"exporting {run_dir} ({info.name}, input {list(shape)} raw pixels"
         f"{f', resized to {wrapper.image_size} in the graph' if wrapper.resize else ''}) -> {out_dir}")  # fmt: skip
 

@@ -252,18 +252,26 @@ def execute_notebook(notebook: str | Path, out: str | Path, parameters: Mapping[
     :data:`mnv3.reports.pages.NOTEBOOKS` (``05_evaluate``) or a path to an ``.ipynb``; the executed
     copy goes to ``out``, the notebook runs from its own folder. Returns ``out``.
 
-    Raises ValueError for an unknown notebook or a parameter the notebook does not declare (naming
-    the ones it does), and RuntimeError naming the cell, the error and ``out`` when a cell fails.
+    Raises ValueError for an unknown notebook, a parameter the notebook does not declare (naming
+    the ones it does), or an ``out`` that is not an ``.ipynb`` path, is the source notebook or lies
+    in the repository's notebooks/ (the tracked sources); RuntimeError naming the cell, the error
+    and ``out`` when a cell fails.
     """
     import papermill
 
-    from .pages import notebook_by_name
+    from .pages import NOTEBOOK_DIR, notebook_by_name
 
     path = Path(notebook)
     if path.suffix != ".ipynb":
         path = notebook_by_name(str(notebook)).path
     if not path.is_file():
         raise ValueError(f"{notebook}: no such notebook; give a name from `python -m mnv3.reports list` or an .ipynb file.")
+    target = Path(out).resolve()
+    if target.suffix != ".ipynb":
+        raise ValueError(f"output {out}: the executed notebook is written as .ipynb; give a path ending in .ipynb, e.g. /tmp/{path.name}")
+    if target == path.resolve() or NOTEBOOK_DIR.resolve() in target.parents:
+        raise ValueError(f"output {out} would overwrite {'the source notebook' if target == path.resolve() else 'a tracked notebook in notebooks/'}"
+                         f"; write the executed copy elsewhere, e.g. /tmp/{path.name}")  # fmt: skip
     declared = _declared_parameters(path)
     unknown = sorted(set(parameters or {}) - declared)
     if unknown:
