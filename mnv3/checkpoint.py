@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from .experiments import Experiment
-from .files import save_torch_atomic, write_bytes_atomic, write_json_atomic
+from .files import first_line, save_torch_atomic, write_bytes_atomic, write_json_atomic
 from .model import MobileNetV3, model_from_config
 from .records import check_model_config as check_model_fields, check_state_dict, read_record
 from .runs import load_record, run_state
@@ -67,10 +67,6 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     save_torch_atomic({"format": CHECKPOINT_FORMAT, **payload}, path)
 
 
-def _first_line(err: BaseException) -> str:
-    return str(err).splitlines()[0] if str(err) else "no detail"
-
-
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load an mnv3 checkpoint (``.pt``), or raise CheckpointError saying why it cannot be used.
 
@@ -90,10 +86,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                 "would run code when loaded), so it was not written by mnv3. Do not use it; retrain or "
                 "take the checkpoint from a source you trust."
             ) from None
-        raise CheckpointError(f"{path}: not a readable checkpoint (UnpicklingError: {_first_line(err)}).") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint (UnpicklingError: {first_line(err)}).") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, AttributeError, ImportError, OSError) as err:
         raise CheckpointError(
-            f"{path}: not a readable checkpoint ({type(err).__name__}: {_first_line(err)}). "
+            f"{path}: not a readable checkpoint ({type(err).__name__}: {first_line(err)}). "
             "It may be truncated by an interrupted copy; use the run's other checkpoint (best.pt or last.pt) or retrain."
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
@@ -147,7 +143,7 @@ def load_weights(path: str | Path) -> dict[str, Any]:
     try:
         tensors = load(path.read_bytes())
     except (SafetensorError, ValueError, OSError) as err:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({_first_line(err)}); it may be truncated.") from None
+        raise CheckpointError(f"{path}: not a readable safetensors file ({first_line(err)}); it may be truncated.") from None
     return {**meta, "model": tensors}
 
 

@@ -34,7 +34,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .files import os_error_line, save_torch_atomic
+from .files import first_line, os_error_line, save_torch_atomic
 
 __all__ = [
     "DATASETS",
@@ -278,7 +278,7 @@ def _read_cache(path: Path, info: DatasetInfo) -> tuple[tuple[torch.Tensor, torc
     try:
         entry = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - whatever a damaged file raises, the cure is a rebuild
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        reason = first_line(err, type(err).__name__)
         return None, f"cannot be read ({reason[:200]})"
     if not isinstance(entry, dict):
         return None, f"holds a {type(entry).__name__}, not the dict mnv3.data writes"

@@ -17,8 +17,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from .arguments import int_at_least
 from .augment import prepare_batch
-from .checkpoint import CheckpointError, load_run
+from .checkpoint import CheckpointError, best_epoch_of, load_run
 from .data import DataUnavailableError, DatasetInfo, train_val_split
 from .files import write_json_atomic
 from .imagefolder import is_folder_dataset, load_run_split, run_dataset_info
@@ -346,7 +347,7 @@ def flip_tta_on_validation(run_dir: str | Path, *, device: str | None = None, ro
     plain, flipped = evaluate(model, *args, tta_flip=False), evaluate(model, *args, tta_flip=True)
     metrics = load_metrics(run_dir)
     result = {
-        "checkpoint": "best.pt", "epoch": int(metrics.loc[metrics["val_acc"].idxmax(), "epoch"]) if metrics is not None else None,
+        "checkpoint": "best.pt", "epoch": int(best_epoch_of(metrics.to_dict("records"))) if metrics is not None else None,
         "val_loss": plain[0], "val_acc": plain[1], "val_loss_flip": flipped[0], "val_acc_flip": flipped[1],
         "val_samples": len(val_idx), "device": str(torch_device),
     }  # fmt: skip
@@ -377,16 +378,6 @@ def _flip_tta_main(argv: list[str]) -> int:
 # ----------------------------------------------------------------------------- command line
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number of images, got {text!r} (leave the option out for all)")
-    return value
-
-
 def report_paths(out: Path, split: str) -> tuple[Path, Path]:
     """The classification report files ``(txt, json)`` for ``split`` in folder ``out``.
 
@@ -409,9 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["flip-tta"]:
         return _flip_tta_main(argv[1:])
 
-    from .checkpoint import CheckpointError
-    from .data import DataUnavailableError
-    from .files import write_json_atomic, write_text_atomic
+    from .files import write_text_atomic
 
     parser = argparse.ArgumentParser(
         prog="python -m mnv3.evaluate",
@@ -425,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="test", help="test (default), train, or val (image folders)")
     parser.add_argument("--data-root", default=None, metavar="DIR", help="dataset root and cache (default: the run's)")
     parser.add_argument("--data-mirror", default=None, metavar="DIR", help="offline dataset mirror (default: $MNV3_DATA_MIRROR)")
-    parser.add_argument("--max-samples", type=_positive_int, default=None, metavar="N", help="only the first N images (default: all)")
+    parser.add_argument("--max-samples", type=int_at_least(1, hint="leave the option out for all"), default=None, metavar="N", help="only the first N images (default: all)")
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="folder for the report (default RUN_DIR): classification_report.{txt,json} for the test split, "
                              "classification_report_<split>.{txt,json} for another split, so the test report is kept")  # fmt: skip

@@ -115,6 +115,13 @@ _OS_ERROR_HINTS = {
 }
 
 
+def first_line(err: BaseException, default: str = "no detail", limit: int = 200) -> str:
+    """The first line of ``err``'s message, at most ``limit`` characters, for a one-line error that
+    quotes a library's exception; ``default`` when the message is empty."""
+    text = str(err)
+    return text.splitlines()[0][:limit] if text.strip() else default
+
+
 def os_error_line(err: OSError) -> str:
     """One line for an OSError: the path it is about, what went wrong and what to do.
 

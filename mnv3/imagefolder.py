@@ -44,7 +44,7 @@ import torch
 
 from .data import DataUnavailableError, DatasetInfo, dataset_info, load_split
 from .environment import available_memory
-from .files import write_json_atomic
+from .files import first_line, write_json_atomic
 
 __all__ = [
     "FOLDER_PREFIX", "IMG_EXTENSIONS", "TEST_FRACTION", "SPLIT_SEED", "RESIZE_RULE", "RESIDENT_ENV", "ImageFolderError",
@@ -252,14 +252,14 @@ def _header(path: Path) -> tuple[str, tuple[int, int]] | str:
         with Image.open(path) as img:
             return img.mode, img.size
     except Exception as err:  # noqa: BLE001 - an image from a user's folder may fail in any way
-        return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no detail'}"
+        return f"{type(err).__name__}: {first_line(err)}"
 
 
 def _decode(path: Path, channels: int, size: int) -> np.ndarray | str:
     try:
         return decode_image(path, channels, size)
     except Exception as err:  # noqa: BLE001 - as _header
-        return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no detail'}"
+        return f"{type(err).__name__}: {first_line(err)}"
 
 
 def _bad_file_error(root: Path, bad: list[tuple[str, str]]) -> ImageFolderError:
@@ -267,9 +267,11 @@ def _bad_file_error(root: Path, bad: list[tuple[str, str]]) -> ImageFolderError:
     return ImageFolderError(f"{root / bad[0][0]}: does not decode as an image ({bad[0][1]}){more}; {SKIP_HINT}")
 
 
-def _build_cache(scan: FolderScan, image_size: int, skip_bad: bool, cache_dir: Path, say: Callable[[str], None], workers: int | None) -> None:
+def _build_cache(scan: FolderScan, image_size: int, digest: str, skip_bad: bool, cache_dir: Path, say: Callable[[str], None],
+                 workers: int | None) -> None:  # fmt: skip
     """Open every image's header (modes, sizes), then decode each into ``cache_dir/images.npy`` row by
-    row; write ``meta.json``; move the folder into place whole."""
+    row; write ``meta.json`` (with ``digest``, the caller's :func:`fingerprint` of ``scan``); move the
+    folder into place whole."""
     from tqdm.auto import tqdm
 
     paths = [scan.root / rel for rel, _, _ in scan.files]
@@ -312,7 +314,7 @@ def _build_cache(scan: FolderScan, image_size: int, skip_bad: bool, cache_dir: P
             files = [list(scan.files[i]) for i in keep]
             _check_classes_left(scan, files, bad)
             write_json_atomic(tmp / "meta.json", {
-                "format": CACHE_FORMAT, "fingerprint": fingerprint(scan, image_size), "layout": scan.layout, "classes": list(scan.classes),
+                "format": CACHE_FORMAT, "fingerprint": digest, "layout": scan.layout, "classes": list(scan.classes),
                 "channels": channels, "image_size": size, "requested_size": image_size, "files": files, "skipped": [list(b) for b in bad],
             })  # fmt: skip
             try:
@@ -365,7 +367,7 @@ def _read_cache(cache_dir: Path, digest: str) -> tuple[tuple[torch.Tensor, dict[
         meta = json.loads((cache_dir / "meta.json").read_text())
         array = np.load(cache_dir / "images.npy", mmap_mode="c")  # copy-on-write: a writable view, the file never changes
     except (OSError, ValueError) as err:
-        return None, f"cannot be read ({str(err).splitlines()[0][:200] if str(err) else type(err).__name__})"
+        return None, f"cannot be read ({first_line(err, type(err).__name__)})"
     if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT or meta.get("fingerprint") != digest:
         return None, "belongs to another version of the folder or of mnv3"
     expected = (len(meta["files"]), meta["channels"], meta["image_size"], meta["image_size"])
@@ -418,8 +420,9 @@ def channel_stats(images: torch.Tensor, rows: torch.Tensor, chunk: int = 512) ->
     """
     channels = images.shape[1]
     counts = torch.zeros(channels, 256, dtype=torch.float64)
-    for first in range(0, len(rows), chunk):
-        batch = images[rows.sort().values[first : first + chunk]]
+    ordered = rows.sort().values
+    for first in range(0, len(ordered), chunk):
+        batch = images[ordered[first : first + chunk]]
         for c in range(channels):
             counts[c] += torch.bincount(batch[:, c].reshape(-1), minlength=256).double()
     values = torch.arange(256, dtype=torch.float64) / 255
@@ -549,7 +552,7 @@ def open_folder_dataset(name: str, *, image_size: int = 0, val_fraction: float =
     if cached is None:
         if cache_dir.exists():
             say(f"the cache {cache_dir} {problem}; rebuilding it")
-        _build_cache(scan, image_size, skip_bad, cache_dir, say, workers)
+        _build_cache(scan, image_size, digest, skip_bad, cache_dir, say, workers)
         cached, problem = _read_cache(cache_dir, digest)
         if cached is None:
             raise ImageFolderError(f"the cache {cache_dir} just written {problem}; delete it and retry")
@@ -623,7 +626,8 @@ def load_run_split(config: dict[str, Any], split: str, *, root: str | Path | Non
         if fingerprint(scan, details["requested_image_size"]) != details["fingerprint"]:
             raise ImageFolderError(f"{path} changed since the run was trained (images added, removed or edited), and the run's cache "
                                    f"{cache_dir} {problem}; restore the folder as it was to evaluate this run")
-        _build_cache(scan, details["requested_image_size"], bool(details["skipped"]), cache_dir, log or (lambda _m: None), None)
+        _build_cache(scan, details["requested_image_size"], details["fingerprint"], bool(details["skipped"]), cache_dir,
+                     log or (lambda _m: None), None)  # fmt: skip
         cached, problem = _read_cache(cache_dir, details["fingerprint"])
     images, meta = cached
     dataset = FolderDataset(images, meta, path=path, cache_dir=cache_dir, val_fraction=details["val_fraction"], info=run_dataset_info(config))

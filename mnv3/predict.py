@@ -20,6 +20,7 @@ import torch
 from .augment import prepare_batch
 from .checkpoint import CheckpointError, load_run
 from .data import DataUnavailableError
+from .files import first_line
 from .imagefolder import ImageFolderError, decode_image, image_files, run_dataset_info
 
 __all__ = ["collect_images", "predict_files", "main"]
@@ -60,7 +61,7 @@ def predict_files(run_dir: str | Path, files: Sequence[Path], *, top_k: int = 3,
         try:
             decoded.append((path, torch.from_numpy(decode_image(path, info.in_channels, info.image_size).copy())))
         except Exception as err:  # noqa: BLE001 - a user's file may fail in any way; it is reported, the others still run
-            failed.append((path, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no detail'}"))
+            failed.append((path, f"{type(err).__name__}: {first_line(err)}"))
     results = []
     k = min(top_k, info.num_classes)
     for start in range(0, len(decoded), batch_size):

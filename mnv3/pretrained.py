@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from .checkpoint import CHECKPOINT_FORMAT, evaluation_weights, load_checkpoint, load_weights, weights_file
+from .files import first_line
 
 __all__ = ["InitError", "TORCHVISION_WEIGHTS", "read_source", "fit_state_dict", "initialise_from", "freeze_features",
            "start_from"]  # fmt: skip
@@ -58,7 +59,7 @@ def _torchvision_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], str]:
     try:
         state = weights.get_state_dict(progress=True, weights_only=True)
     except (OSError, RuntimeError) as err:  # offline: URLError is an OSError
-        raise InitError(f"--init torchvision: could not download {weights.url} ({str(err).splitlines()[0] if str(err) else type(err).__name__}). "
+        raise InitError(f"--init torchvision: could not download {weights.url} ({first_line(err, type(err).__name__)}). "
                         f"Offline: fetch that file elsewhere and put it at {target} (torchvision then reads it from there), "
                         "or pass --init path/to/the.pth") from None
     return state, f"torchvision's {TORCHVISION_WEIGHTS[arch]} ({target})"
@@ -71,7 +72,7 @@ def _load_pickle(path: Path) -> dict[str, torch.Tensor]:
         raise InitError(f"--init {path}: refused: the file holds more than tensors and plain data (Python objects that would run "
                         "code when loaded); save a plain state dict (torch.save(model.state_dict(), path))") from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise InitError(f"--init {path}: not a readable .pth file ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+        raise InitError(f"--init {path}: not a readable .pth file ({type(err).__name__}: {first_line(err)})") from None
     if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
         return evaluation_weights(load_checkpoint(path))
     if not isinstance(payload, dict) or not payload or not all(isinstance(v, torch.Tensor) for v in payload.values()):
@@ -106,7 +107,7 @@ def read_source(source: str, model: nn.Module) -> tuple[dict[str, torch.Tensor],
         try:
             return load_file(str(path)), str(path)
         except (SafetensorError, OSError, ValueError) as err:
-            raise InitError(f"--init {source}: not a readable safetensors file ({str(err).splitlines()[0][:200]})") from None
+            raise InitError(f"--init {source}: not a readable safetensors file ({first_line(err)})") from None
     return _load_pickle(path), str(path)
 
 

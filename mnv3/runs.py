@@ -579,10 +579,14 @@ def ablation_rows(folder: str | Path) -> list[dict[str, Any]]:
         })  # fmt: skip
         tta_path = config_path.parent / FLIP_TTA_FILE
         if tta_path.is_file():
-            tta = json.loads(tta_path.read_text())
-            rows.append({**rows[-1], "name": f"{rows[-1]['name']} + flip TTA", "overrides": {**rows[-1]["overrides"], "tta_flip": True},
-                         "best_val_acc": tta["val_acc_flip"], "best_epoch": tta["epoch"], "train_seconds": 0.0,
-                         "state": f"evaluation only: {tta['checkpoint']} of {rows[-1]['name']}, {100 * tta['val_acc']:.2f}% without flip"})  # fmt: skip
+            base = {**rows[-1], "name": f"{rows[-1]['name']} + flip TTA", "train_seconds": 0.0}
+            try:
+                tta = json.loads(tta_path.read_text())
+                rows.append({**base, "overrides": {**base["overrides"], "tta_flip": True}, "best_val_acc": tta["val_acc_flip"],
+                             "best_epoch": tta["epoch"],
+                             "state": f"evaluation only: {tta['checkpoint']} of {rows[-1]['name']}, {100 * tta['val_acc']:.2f}% without flip"})  # fmt: skip
+            except (OSError, ValueError, KeyError, TypeError) as err:  # damaged: a row that says so, not a traceback
+                rows.append({**base, "best_val_acc": None, "best_epoch": None, "state": f"unreadable: {tta_path.name} ({err!r})"})
     return rows
 
 

@@ -11,7 +11,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "mnv3"
 
 # Bottom to top: a module may import only modules before it (the README's import order).
-ORDER = ["files", "lock", "paths", "timing", "environment", "layers", "spec", "model", "torchvision_compat", "data", "imagefolder",
+ORDER = ["files", "arguments", "lock", "paths", "timing", "environment", "layers", "spec", "model", "torchvision_compat", "data", "imagefolder",
          "augment", "experiments", "records", "ema", "step", "summary", "runs", "own_runs", "checkpoint", "pretrained", "train", "evaluate",
          "predict", "publish", "nonlinearities", "export", "mathml", "bench", "search", "reports"]  # fmt: skip
 MAX_LINES = 650  # "about 600": room for a docstring, not for a second job

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, Sequence
+from typing import Sequence
 
+from ..arguments import int_at_least
 from ..checkpoint import CheckpointError
 from ..data import DataUnavailableError
 from ..experiments import MAX_IMAGE_SIZE
@@ -31,24 +32,8 @@ def _kinds_arg(text: str) -> tuple[str, ...]:
     return tuple(k.strip() for k in text.split(",") if k.strip() and k.strip() != "none")
 
 
-def _int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
-    """An argparse type: a whole number from ``low`` (to ``high``), else a message naming both."""
-    what = ("a positive integer" if low == 1 else f"an integer >= {low}") + (f" up to {high}" if high is not None else "")
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if value < low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
-        return value
-
-    return parse
-
-
-_positive_int, _non_negative_int = _int_at_least(1), _int_at_least(0)
-_image_side = _int_at_least(1, MAX_IMAGE_SIZE)
+_positive_int, _non_negative_int = int_at_least(1), int_at_least(0)
+_image_side = int_at_least(1, MAX_IMAGE_SIZE)
 
 
 COMMANDS = ("run", "android-assets")

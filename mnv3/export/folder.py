@@ -37,16 +37,21 @@ MANIFEST = "model.json"
 EXPORT_NAMES = (*FILE_NAMES.values(), MANIFEST, *REPORTS)
 
 
+def _read_list(out_dir: Path) -> dict:
+    """``.mnv3-export.json`` of ``out_dir``; {} when there is none (an older export, or none yet) or
+    it is damaged or of another format: such a list vouches for nothing."""
+    try:
+        listed = json.loads((out_dir / OWNED_LIST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return listed if isinstance(listed, dict) and listed.get("format") == OWNED_FORMAT else {}
+
+
 def owned_files(out_dir: str | Path) -> set[str]:
     """The names in ``out_dir`` that an export wrote (see the module docstring); files need not exist."""
     out_dir = Path(out_dir)
-    owned: set[str] = set()
-    try:
-        listed = json.loads((out_dir / OWNED_LIST).read_text(encoding="utf-8"))
-        if isinstance(listed, dict) and listed.get("format") == OWNED_FORMAT and isinstance(listed.get("files"), list):
-            owned |= {name for name in listed["files"] if isinstance(name, str)}
-    except (OSError, ValueError):  # no list (an older export, or none yet), or a damaged one: it vouches for nothing
-        pass
+    listed = _read_list(out_dir).get("files")
+    owned = {name for name in listed if isinstance(name, str)} if isinstance(listed, list) else set()
     if (out_dir / MANIFEST).is_file():
         try:
             manifest = read_record(out_dir / MANIFEST, kind="manifest")
@@ -58,10 +63,7 @@ def owned_files(out_dir: str | Path) -> set[str]:
 
 def _listed_run(out_dir: Path) -> str | None:
     """The ``run`` that ``.mnv3-export.json`` names (relative to ``out_dir``), None without one."""
-    try:
-        run = json.loads((out_dir / OWNED_LIST).read_text(encoding="utf-8")).get("run")
-    except (OSError, ValueError, AttributeError):
-        return None
+    run = _read_list(out_dir).get("run")
     return run if isinstance(run, str) and run else None
 
 

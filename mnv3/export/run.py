@@ -128,7 +128,6 @@ def _export_run(
         elif fmt == "pte-int8":
             calibration = calibration_images(info, calibration_batches * calibration_batch_size, root=root, mirror=mirror,
                                              config=config, size=shape[-1])
-            kept = fp32_module_names(wrapper, int8_keep_fp32)
             quantized = quantize_int8(wrapper, calibration, batch_size=calibration_batch_size, keep_fp32=kept)
             timings["pte-int8 calibration"] = round(time.perf_counter() - start, 2)
             delegation[fmt] = export_pte_int8(quantized, path, shape, require_full_delegation=require_full_delegation)

@@ -10,6 +10,7 @@ import json
 import sys
 from typing import Sequence
 
+from ..arguments import int_at_least, positive_float
 from ..checkpoint import CheckpointError
 from ..data import DataUnavailableError
 from ..files import os_error_line
@@ -49,19 +50,6 @@ def _percent(text: str) -> float:
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"expected a percentage between 0% and 100%, got {text!r}")
     return value
-
-
-def _positive(kind):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
-        return value
-
-    return parse
 
 
 def _fractions(text: str) -> tuple[float, ...]:
@@ -133,14 +121,14 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
                      help="target latency: a percentage of the seed's measured latency (75%%, the default) or milliseconds (0.62ms)")
     run.add_argument("--delta", type=_percent, default=0.05, metavar="P", help="latency cut per step, a percentage of the seed's (default 5%%)")
     run.add_argument("--finetune-steps", type=int, default=20, metavar="N", help="SGD steps per proposal (default 20)")
-    run.add_argument("--batch-size", type=_positive(int), default=128, metavar="N", help="images per fine-tuning step (default 128)")
-    run.add_argument("--lr", type=_positive(float), default=0.02, help="fine-tuning learning rate, constant (default 0.02)")
+    run.add_argument("--batch-size", type=int_at_least(1), default=128, metavar="N", help="images per fine-tuning step (default 128)")
+    run.add_argument("--lr", type=positive_float, default=0.02, help="fine-tuning learning rate, constant (default 0.02)")
     run.add_argument("--bn-batches", type=int, default=10, metavar="N", help="batches that re-estimate BatchNorm (default 10)")
-    run.add_argument("--val-images", type=_positive(int), default=2000, metavar="N", help="validation images for the proxy accuracy (default 2000)")
-    run.add_argument("--max-steps", type=_positive(int), default=40, metavar="N", help="stop after N steps (default 40)")
-    run.add_argument("--threads", type=_positive(int), default=1, metavar="N", help="CPU threads for fine-tuning (default 1; latency always uses 1)")
+    run.add_argument("--val-images", type=int_at_least(1), default=2000, metavar="N", help="validation images for the proxy accuracy (default 2000)")
+    run.add_argument("--max-steps", type=int_at_least(1), default=40, metavar="N", help="stop after N steps (default 40)")
+    run.add_argument("--threads", type=int_at_least(1), default=1, metavar="N", help="CPU threads for fine-tuning (default 1; latency always uses 1)")
     run.add_argument("--seed", type=int, default=0, help="seed of the step batches and the latency model's random specs")
-    run.add_argument("--fit-specs", type=_positive(int), default=16, metavar="N",
+    run.add_argument("--fit-specs", type=int_at_least(1), default=16, metavar="N",
                      help="random specs measured first when DIR/latency/ holds fewer (default 16; `latency` measures more)")
     _data_args(run)
     lat = commands.add_parser("latency", prog="python -m mnv3.search latency", formatter_class=raw,
@@ -153,9 +141,9 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
                                   "stay in DIR/latency/ for the search. Lowering a program takes 10-25 s here; they are cached."))  # fmt: skip
     lat.add_argument("run_dir", metavar="RUN_DIR")
     lat.add_argument("--out", required=True, metavar="DIR", help="the search's folder")
-    lat.add_argument("--fit", type=_positive(int), default=24, metavar="N", help="random specs to fit on (default 24)")
-    lat.add_argument("--held-out", type=_positive(int), default=8, metavar="N", help="random specs to validate on (default 8)")
-    lat.add_argument("--budget", type=_positive(float), default=30.0, metavar="S", help="seconds of timing per session (default 30)")
+    lat.add_argument("--fit", type=int_at_least(1), default=24, metavar="N", help="random specs to fit on (default 24)")
+    lat.add_argument("--held-out", type=int_at_least(1), default=8, metavar="N", help="random specs to validate on (default 8)")
+    lat.add_argument("--budget", type=positive_float, default=30.0, metavar="S", help="seconds of timing per session (default 30)")
     lat.add_argument("--cuts", type=_fractions, default=(0.75, 0.5), metavar="LIST",
                      help="the seed's single-layer cuts, as fractions of each layer's width (default 0.75,0.5)")
     lat.add_argument("--seed", type=int, default=0, help="seed of the random specs (the held-out ones use seed + 1000)")
@@ -168,12 +156,12 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
                                   "interval, and the frontier's latency at equal accuracy. Runs go to DIR/runs/ and are resumed."))  # fmt: skip
     cmp.add_argument("search_dir", metavar="DIR", help="the search's folder (holding searched.json)")
     cmp.add_argument("--seed-run", required=True, metavar="RUN_DIR", help="the seed run (its recipe is reused)")
-    cmp.add_argument("--epochs", type=_positive(int), default=None, metavar="N", help="epochs per run (default: the seed run's)")
+    cmp.add_argument("--epochs", type=int_at_least(1), default=None, metavar="N", help="epochs per run (default: the seed run's)")
     cmp.add_argument("--seeds", default="0,1", metavar="LIST", help="training seeds per arm (default 0,1)")
     cmp.add_argument("--grid", type=_fractions_to_one, default=WIDTH_GRID, metavar="LIST",
                      help=f"width multipliers timed to find the two that bracket the searched spec (default {','.join(f'{w:g}' for w in WIDTH_GRID)})")
-    cmp.add_argument("--threads", type=_positive(int), default=1, metavar="N", help="CPU threads per training (default 1)")
-    cmp.add_argument("--jobs", type=_positive(int), default=1, metavar="N",
+    cmp.add_argument("--threads", type=int_at_least(1), default=1, metavar="N", help="CPU threads per training (default 1)")
+    cmp.add_argument("--jobs", type=int_at_least(1), default=1, metavar="N",
                      help="runs trained at once, each in its own process logging to DIR/runs/<profile>/<run>.log (default 1)")
     _data_args(cmp)
     pub = commands.add_parser("publish", prog="python -m mnv3.search publish",
